@@ -1,0 +1,59 @@
+# Cogwork developer entry points. `make demo` and `make test` are the two set-up commands.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUILD := .build
+KUBE_VERSION := v1.36.3
+GO_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 \
+  -X k8s.io/component-base/version.gitTreeState=clean
+export GOTOOLCHAIN := local
+export CGO_ENABLED := 0
+export PYTHONPATH := $(CURDIR)/tests/cluster
+
+.PHONY: all venv cluster-binary cluster demo test test-unit test-cluster lint crds clean
+
+all: venv cluster-binary
+
+# Python environment: torch from PyPI is large; pip's cache (~/.cache/pip) makes reinstalls fast.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+venv: $(VENV)/.installed
+
+# One Go binary with etcd, kube-apiserver, controller-manager, scheduler and kubectl.
+# GOMODCACHE and GOCACHE live in the user's home and are reused between builds.
+$(BUILD)/kubecluster: tests/cluster/go.mod tests/cluster/go.sum tests/cluster/main.go
+	mkdir -p $(BUILD)
+	cd tests/cluster && go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $(CURDIR)/$(BUILD)/kubecluster .
+cluster-binary: $(BUILD)/kubecluster
+
+# A local control plane + node agent for a person; prints the KUBECONFIG export line.
+cluster: venv cluster-binary
+	$(PY) -m harness up
+
+demo: venv cluster-binary
+	$(PY) -m cogwork.devdemo
+
+crds: venv
+	$(PY) -m cogwork.api.crdgen --write crds/
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test-unit: venv
+	$(PY) -m pytest tests/unit -q
+
+test-cluster: venv cluster-binary
+	$(PY) -m pytest tests/cluster tests/e2e -q -x
+
+test: lint venv cluster-binary
+	$(PY) -m pytest tests -q -rs --durations=15
+
+clean:
+	rm -rf $(BUILD) $(VENV)

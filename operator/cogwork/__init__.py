@@ -1,0 +1,1 @@
+"""Cogwork: label -> tune -> train -> evaluate as Kubernetes custom resources."""

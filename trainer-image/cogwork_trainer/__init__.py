@@ -1,0 +1,1 @@
+"""What runs inside Cogwork pods: elastic DDP training, evaluation, progress reporting."""
