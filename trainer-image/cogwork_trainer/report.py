@@ -1,0 +1,153 @@
+"""Rank 0's progress reports to the operator (push; training pods need no RBAC).
+
+Reports are best effort: a failed POST is logged once per outage and never raised, and POSTs run
+on a background thread so a slow or dead endpoint cannot stall training. Without
+COGWORK_REPORT_URL (local mode) each event is printed as one `COGWORK_PROGRESS {json}` line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import ssl
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
+
+PREFIX = "COGWORK_PROGRESS "
+EVENTS = ("progress", "checkpoint", "resumed", "completed", "stopped")
+_STOP = object()  # sentinel that ends the sender thread
+
+
+def ssl_context(ca: str | None) -> ssl.SSLContext:
+    """Verify the endpoint against the given CA: PEM text (the contract) or a path to a PEM."""
+    if not ca:
+        return ssl.create_default_context()
+    if "-----BEGIN" in ca:
+        return ssl.create_default_context(cadata=ca)
+    return ssl.create_default_context(cafile=ca)
+
+
+class Reporter:
+    def __init__(
+        self,
+        url: str | None = None,
+        token_file: str | None = None,
+        ca: str | None = None,
+        *,
+        enabled: bool = True,
+        min_interval_s: float = 1.0,
+        timeout_s: float = 2.0,
+        stream: TextIO | None = None,
+        max_pending_progress: int = 2,
+    ) -> None:
+        self.url = url
+        self.token_file = token_file
+        self.enabled = enabled
+        self.min_interval_s = min_interval_s
+        self.timeout_s = timeout_s
+        self.stream = stream
+        self.max_pending_progress = max_pending_progress
+        self.sent = 0  # successful POSTs (for tests and logs)
+        self.failed = 0
+        self._last_progress = float("-inf")
+        self._failing = False
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._ctx: ssl.SSLContext | None = None
+        if enabled and url and url.startswith("https:"):
+            try:
+                self._ctx = ssl_context(ca)
+            except (ssl.SSLError, OSError, ValueError) as e:
+                # A broken CA must not stop training; every POST will then fail verification.
+                log.warning("report: cannot load COGWORK_REPORT_CA (%s); using system CAs", e)
+                self._ctx = ssl.create_default_context()
+
+    @classmethod
+    def from_config(cls, cfg: Any, enabled: bool) -> Reporter:
+        return cls(cfg.report_url, cfg.report_token_file, cfg.report_ca, enabled=enabled)
+
+    def progress_due(self) -> bool:
+        """Whether a plain progress event would go out now (saves building one that would not)."""
+        return self.enabled and time.monotonic() - self._last_progress >= self.min_interval_s
+
+    def emit(self, event: str, force: bool = False, **fields: Any) -> bool:
+        """Queue (or print) one event; returns False when a progress event was rate-limited.
+
+        Only plain progress is rate-limited; resumed/checkpoint/completed/stopped always go out.
+        """
+        if not self.enabled:
+            return False
+        if event not in EVENTS:
+            raise ValueError(f"unknown report event {event!r}")
+        now = time.monotonic()
+        if event == "progress" and not force:
+            if now - self._last_progress < self.min_interval_s:
+                return False
+            if self.url and self._queue.qsize() >= self.max_pending_progress:
+                return False  # endpoint slower than training: drop, the next one supersedes it
+        if event == "progress":
+            self._last_progress = now
+        payload = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
+        if not self.url:
+            out = self.stream or sys.stdout
+            out.write(PREFIX + json.dumps(payload, separators=(",", ":")) + "\n")
+            out.flush()
+            return True
+        self._ensure_thread()
+        self._queue.put(payload)
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued (bounded by `timeout_s`) and stop the sender thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("report: %d event(s) not delivered before exit", self._queue.qsize())
+        self._thread = None
+
+    def post(self, payload: dict[str, Any]) -> bool:
+        """One synchronous POST; True on a 2xx answer. Never raises."""
+        assert self.url
+        try:
+            headers = {"Content-Type": "application/json"}
+            if self.token_file:
+                # Read every time: the projected ServiceAccount token is rotated by the kubelet.
+                token = Path(self.token_file).read_text().strip()
+                headers["Authorization"] = f"Bearer {token}"
+            req = urllib.request.Request(
+                self.url, data=json.dumps(payload).encode(), headers=headers, method="POST"
+            )
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=self._ctx) as resp:
+                resp.read()
+        except Exception as e:  # best effort by contract: nothing here may fail training
+            self.failed += 1
+            if not self._failing:
+                log.warning("report to %s failed (%s); training goes on", self.url, e)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("report endpoint reachable again")
+        self._failing = False
+        self.sent += 1
+        return True
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cogwork-report", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            self.post(item)
