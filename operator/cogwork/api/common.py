@@ -1,0 +1,285 @@
+"""Pieces shared by every Cogwork kind: model bases, conditions, quantities, CEL helpers.
+
+Models here are the single source of the CRD schemas (see `cogwork.api.crdgen`): field
+descriptions become `kubectl explain` text, `Field` constraints become OpenAPI constraints and
+`cel(...)` rules attached through `json_schema_extra` become `x-kubernetes-validations`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+GROUP = "cogwork.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "cogwork"
+
+
+class SpecModel(BaseModel):
+    """Base of everything users write: camelCase on the wire, unknown fields rejected.
+
+    Rejecting unknown fields matches `kubectl apply`'s strict field validation, so `cogwork run`
+    reports a typo the same way the cluster would.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+class StatusModel(BaseModel):
+    """Base of everything the operator writes: camelCase, unknown fields ignored.
+
+    Ignoring unknown fields lets an older operator read a status a newer one wrote.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="ignore",
+    )
+
+
+def to_wire(model: BaseModel) -> dict[str, Any]:
+    """Dump a model as the JSON a Kubernetes object holds (camelCase, no nulls)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# CEL validation rules (x-kubernetes-validations)
+# ---------------------------------------------------------------------------------------------
+
+CelReason = Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired",
+                    "FieldValueDuplicate"]
+
+
+def cel(
+    rule: str,
+    message: str,
+    *,
+    field_path: str | None = None,
+    reason: CelReason | None = None,
+    message_expression: str | None = None,
+) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry. `message` stays as the fallback of an expression."""
+    entry = {"rule": rule, "message": message}
+    if message_expression is not None:
+        entry["messageExpression"] = message_expression
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    if reason is not None:
+        entry["reason"] = reason
+    return entry
+
+
+def validations(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """`json_schema_extra` carrying CEL rules (and any other schema keys) for a model or field."""
+    return {"x-kubernetes-validations": list(rules), **extra}
+
+
+def cel_present(base: str, path: str) -> str:
+    """CEL that is true when `base.path` exists; safe when an intermediate object is absent.
+
+    CEL's `&&` absorbs the error of `has(x.a.b)` when `x.a` is absent because `has(x.a)` is
+    already false, so no ternaries are needed.
+    """
+    parts = path.split(".")
+    return " && ".join(f"has({base}.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+
+
+def cel_unchanged(path: str, new: str = "self", old: str = "oldSelf") -> str:
+    """CEL that is true when `path` is equally absent or equal in the new and the old object.
+
+    A per-field `self == oldSelf` rule only runs when the field exists on both sides, so adding
+    or removing an optional field would slip through; comparing presence closes that gap.
+    """
+    present_new, present_old = cel_present(new, path), cel_present(old, path)
+    if "." in path:  # a chain of has() needs parentheses to be compared or negated
+        present_new, present_old = f"({present_new})", f"({present_old})"
+    return (f"({present_new} == {present_old} && "
+            f"(!{present_new} || {new}.{path} == {old}.{path}))")
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantities (resource.Quantity on the wire: integer or string)
+# ---------------------------------------------------------------------------------------------
+
+# The apiserver's own quantity grammar (k8s.io/apimachinery/pkg/api/resource).
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+            "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+            "P": Decimal("1e15"), "E": Decimal("1e18")}
+
+
+def parse_quantity(value: str | int) -> Decimal:
+    """Exact value of a Kubernetes quantity ("500m" -> 0.5, "2Gi" -> 2147483648)."""
+    text = str(value).strip()
+    if not _QUANTITY_RE.match(text):
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    for suffix, factor in _BINARY.items():
+        if text.endswith(suffix):
+            return Decimal(text[: -len(suffix)]) * factor
+    if text[-1] in _DECIMAL and not text[-1].isdigit():
+        return Decimal(text[:-1]) * _DECIMAL[text[-1]]
+    return Decimal(text)  # plain number or exponent form ("1e3")
+
+
+def _quantity_text(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a quantity (integer or string such as '500m'), got {value!r}")
+    text = str(value)
+    if parse_quantity(text) <= 0:
+        raise ValueError(f"quantity must be positive, got {text!r}")
+    return text
+
+
+# Stored as text; the CRD accepts integers too (x-kubernetes-int-or-string), like core resources.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    WithJsonSchema({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": True,
+    }),
+]
+
+# A decimal number carried as a string (the API has no floats), e.g. "0.01" or "3e-4".
+DECIMAL_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
+DecimalString = Annotated[str, Field(pattern=DECIMAL_PATTERN, max_length=32)]
+
+# DNS-1123 names (object names, claim names, service accounts).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DnsName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions
+# ---------------------------------------------------------------------------------------------
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """One observation of the object's state (metav1.Condition)."""
+
+    type: str = Field(description="Type of the condition, e.g. Running or Succeeded.",
+                      max_length=316)
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", max_length=1024,
+                        description="CamelCase machine-readable reason of the last transition.")
+    message: str = Field(default="", max_length=32768,
+                         description="Human-readable details of the last transition.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from.")
+
+
+def rfc3339(moment: datetime | None = None) -> str:
+    """Kubernetes' timestamp format (second precision, UTC, `Z`)."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find_condition(conditions: Sequence[Condition], condition_type: str) -> Condition | None:
+    return next((c for c in conditions if c.type == condition_type), None)
+
+
+def is_condition_true(conditions: Sequence[Condition], condition_type: str) -> bool:
+    found = find_condition(conditions, condition_type)
+    return found is not None and found.status == "True"
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    condition_type: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    *,
+    observed_generation: int | None = None,
+    now: datetime | None = None,
+) -> list[Condition]:
+    """Return a new list with the condition set; other conditions keep their order.
+
+    lastTransitionTime changes only when the status changes, so `kubectl wait` and humans see
+    when the state really flipped, not when it was last re-asserted.
+    """
+    previous = find_condition(conditions, condition_type)
+    transition = (previous.last_transition_time
+                  if previous is not None and previous.status == status else None)
+    updated = Condition(
+        type=condition_type,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=transition or rfc3339(now),
+        observed_generation=observed_generation,
+    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if c.type == condition_type else c for c in conditions]
+
+
+def remove_condition(conditions: Sequence[Condition], condition_type: str) -> list[Condition]:
+    return [c for c in conditions if c.type != condition_type]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a kind needs to become a CustomResourceDefinition (rendered by cogwork.api.crdgen)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class ScaleSubresource:
+    spec_replicas_path: str
+    status_replicas_path: str
+    label_selector_path: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomResource:
+    """Everything the CRD generator needs to know about one kind."""
+
+    kind: str
+    plural: str
+    singular: str
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    description: str
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = (CATEGORY,)
+    printer_columns: tuple[PrinterColumn, ...] = ()
+    scale: ScaleSubresource | None = None
+    # Rules on the whole object (they may read metadata.name).
+    root_validations: tuple[dict[str, str], ...] = field(default=())

@@ -1,0 +1,317 @@
+"""TrainJob -> child objects (docs/pod-contract.md). Pure: dicts in, dicts out, no I/O.
+
+The torchx AppDef (`cogwork.plan.torchx_app`) decides what runs (command, env, image); this
+module decides how it runs on Kubernetes (pods, volumes, security, services, claim). Owner
+references are not set here: the controller adopts what it creates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torchx import specs
+
+from cogwork.api import contract
+from cogwork.api.common import to_wire
+from cogwork.api.trainjob import TrainJob, TrainJobSpec
+from cogwork.plan.settings import RenderSettings
+from cogwork.plan.torchx_app import (
+    RDZV_ROLE,
+    WORKER_ROLE,
+    DataLocation,
+    build_app,
+    data_claim,
+    role,
+)
+from cogwork.plan.trainjob_observe import (
+    FailureAction,
+    PodObservation,
+    classify_failure,
+    derive_phase,
+    observe_pod,
+)
+
+__all__ = [
+    "FailureAction", "PodObservation", "RenderSettings", "checkpoint_claim",
+    "checkpoint_claim_name", "classify_failure", "derive_phase", "desired_node_count",
+    "observe_pod", "rdzv_name", "render_children", "rendezvous_pod", "rendezvous_service",
+    "shared_objects", "worker_name", "worker_pod", "worker_selector", "worker_service",
+]
+
+# Used for `cogwork render` of a manifest the apiserver has not seen (no uid yet).
+UNSET_UID = "00000000-0000-0000-0000-000000000000"
+TRAINER_CONTAINER = "trainer"
+RDZV_CONTAINER = "rdzv"
+NONROOT_UID = 65532  # distroless "nonroot"
+
+# PodSecurity "restricted": non-root, no privilege escalation, no capabilities, RuntimeDefault.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": NONROOT_UID,
+    "runAsGroup": NONROOT_UID,
+    "fsGroup": NONROOT_UID,  # checkpoint volumes writable by the non-root user
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+DOWNWARD_ENV = (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name"),
+                ("POD_NAMESPACE", "metadata.namespace"))
+
+
+# ---- names, labels, numbers ------------------------------------------------------------------
+
+def job_namespace(job: TrainJob, settings: RenderSettings) -> str:
+    return job.metadata.namespace or settings.default_namespace
+
+
+def rdzv_name(job: TrainJob) -> str:
+    return f"{job.metadata.name}-rdzv"
+
+
+def worker_name(job: TrainJob, index: int) -> str:
+    return f"{job.metadata.name}-node-{index}"
+
+
+def worker_service_name(job: TrainJob) -> str:
+    return job.metadata.name
+
+
+def checkpoint_claim_name(job: TrainJob) -> str:
+    return job.spec.checkpoint.claim_name or f"{job.metadata.name}-ckpt"
+
+
+def child_labels(job: TrainJob, role_name: str, index: int | None = None) -> dict[str, str]:
+    labels = {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_KIND: "TrainJob",
+              contract.LABEL_ROLE: role_name}
+    if index is not None:
+        labels[contract.LABEL_NODE_INDEX] = str(index)
+    return labels
+
+
+def worker_selector(job: TrainJob) -> str:
+    """status.selector: the worker pods, for the scale subresource and HPAs."""
+    return (f"{contract.LABEL_JOB_NAME}={job.metadata.name},"
+            f"{contract.LABEL_ROLE}={contract.ROLE_WORKER}")
+
+
+def desired_node_count(spec: TrainJobSpec) -> int:
+    """spec.nodes.count, defaulting to max, kept within [min, max]."""
+    nodes = spec.nodes
+    wanted = nodes.max if nodes.count is None else nodes.count
+    return max(nodes.min, min(nodes.max, wanted))
+
+
+def control_annotations(job: TrainJob) -> dict[str, str]:
+    """Annotations new worker pods start with; the ranks read them via the downward API."""
+    return {contract.ANNOTATION_STOP: "true"} if job.spec.stop else {}
+
+
+# ---- pods ------------------------------------------------------------------------------------
+
+def _app(job: TrainJob, settings: RenderSettings, resolved_data: DataLocation | None) -> Any:
+    return build_app(job, job_uid=job.metadata.uid or UNSET_UID,
+                     namespace=job_namespace(job, settings), settings=settings,
+                     resolved_data=resolved_data)
+
+
+def _env(role_def: specs.Role, downward: bool) -> list[dict[str, Any]]:
+    # Downward-API entries first, so user values may reference $(POD_IP) and friends.
+    env: list[dict[str, Any]] = []
+    if downward:
+        env += [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+                for name, path in DOWNWARD_ENV]
+    env += [{"name": name, "value": value} for name, value in role_def.env.items()]
+    return env
+
+
+def _container(name: str, role_def: specs.Role, job: TrainJob, *, downward: bool,
+               resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": role_def.image,
+        "imagePullPolicy": job.spec.image_pull_policy,
+        "command": [role_def.entrypoint, *role_def.args],  # PID 1 is torchrun itself
+        "env": _env(role_def, downward),
+        "resources": resources,
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+    }
+
+
+def _pod(job: TrainJob, settings: RenderSettings, name: str, labels: dict[str, str],
+         annotations: dict[str, str], pod_spec: dict[str, Any]) -> dict[str, Any]:
+    template = job.spec.pod_template
+    # Ours first and winning (the API already rejects user keys under cogwork.dev/).
+    all_labels = {**labels, **{k: v for k, v in ((template.labels or {}) if template else {})
+                               .items() if k not in labels}}
+    all_annotations = {**annotations, **((template.annotations or {}) if template else {})}
+    metadata: dict[str, Any] = {"name": name, "namespace": job_namespace(job, settings),
+                                "labels": all_labels}
+    if all_annotations:
+        metadata["annotations"] = all_annotations
+    service_account = (template.service_account_name if template else None) or \
+        settings.service_account_name
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the operator decides about restarts (failurePolicy)
+        "automountServiceAccountToken": False,  # training pods get no API access
+        "enableServiceLinks": False,  # no env var per Service in the namespace
+        "securityContext": dict(POD_SECURITY_CONTEXT),
+        **pod_spec,
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if template and template.priority_class_name:
+        spec["priorityClassName"] = template.priority_class_name
+    if template and template.tolerations:
+        spec["tolerations"] = [to_wire(t) for t in template.tolerations]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def _quantities(cpu: str, memory: str, gpu: int = 0) -> dict[str, Any]:
+    amounts: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if gpu > 0:
+        amounts["nvidia.com/gpu"] = str(gpu)
+    # requests = limits: Guaranteed QoS, and OMP_NUM_THREADS matches what the pod may use.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _worker_volumes(job: TrainJob, resolved_data: DataLocation | None
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # DataLoader workers, NCCL
+        {"name": "checkpoints",
+         "persistentVolumeClaim": {"claimName": checkpoint_claim_name(job)}},
+        {"name": "control", "downwardAPI": {"items": [
+            {"path": contract.CONTROL_FILE, "fieldRef": {"fieldPath": "metadata.annotations"}}]}},
+        {"name": "report-token", "projected": {"sources": [{"serviceAccountToken": {
+            "audience": contract.REPORT_AUDIENCE,
+            "expirationSeconds": contract.REPORT_TOKEN_EXPIRATION_SECONDS,
+            "path": contract.REPORT_TOKEN_FILE}}]}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": contract.SHM_DIR},
+        {"name": "checkpoints", "mountPath": contract.CHECKPOINT_DIR},
+        {"name": "control", "mountPath": contract.CONTROL_DIR, "readOnly": True},
+        {"name": "report-token", "mountPath": contract.REPORT_TOKEN_DIR, "readOnly": True},
+    ]
+    claim = data_claim(job.spec, resolved_data)
+    if claim is not None:
+        volumes.append({"name": "data",
+                        "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "data", "mountPath": contract.DATA_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
+               resolved_data: DataLocation | None = None, app: Any = None) -> dict[str, Any]:
+    """Pod `<job>-node-<index>`: torchrun for one node of the elastic group."""
+    app = app if app is not None else _app(job, settings, resolved_data)
+    spec = job.spec
+    container = _container(TRAINER_CONTAINER, role(app, WORKER_ROLE), job, downward=True,
+                           resources=_quantities(spec.resources.cpu, spec.resources.memory,
+                                                 spec.resources.gpu))
+    volumes, container["volumeMounts"] = _worker_volumes(job, resolved_data)
+    name = worker_name(job, index)
+    pod_spec: dict[str, Any] = {
+        "hostname": name,
+        "subdomain": worker_service_name(job),  # <name>.<job>.<ns>.svc resolves
+        "containers": [container],
+        "volumes": volumes,
+    }
+    template = spec.pod_template
+    if template and template.node_selector:
+        pod_spec["nodeSelector"] = dict(template.node_selector)
+    annotations = {"kubectl.kubernetes.io/default-container": TRAINER_CONTAINER,
+                   **control_annotations(job)}
+    return _pod(job, settings, name, child_labels(job, contract.ROLE_WORKER, index),
+                annotations, pod_spec)
+
+
+def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None
+                   ) -> dict[str, Any]:
+    """Pod `<job>-rdzv`: the c10d TCPStore, so that no worker is special."""
+    app = app if app is not None else _app(job, settings, None)
+    rdzv_role = role(app, RDZV_ROLE)
+    container = _container(RDZV_CONTAINER, rdzv_role, job, downward=False,
+                           resources=_quantities(settings.rdzv_cpu, settings.rdzv_memory))
+    container["ports"] = [{"name": "c10d", "containerPort": contract.RDZV_PORT,
+                           "protocol": "TCP"}]
+    # No nodeSelector: a CPU pod need not sit on the (GPU) nodes Kueue picked for workers.
+    return _pod(job, settings, rdzv_name(job), child_labels(job, contract.ROLE_RDZV), {},
+                {"containers": [container]})
+
+
+# ---- services and storage --------------------------------------------------------------------
+
+def _service(job: TrainJob, settings: RenderSettings, name: str, role_name: str,
+             ports: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "clusterIP": "None",  # headless: DNS returns the pod IPs
+        "publishNotReadyAddresses": True,  # resolvable before readiness; rendezvous needs it
+        "selector": {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_ROLE: role_name},
+    }
+    if ports:
+        spec["ports"] = ports
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": job_namespace(job, settings),
+                         "labels": child_labels(job, role_name)},
+            "spec": spec}
+
+
+def rendezvous_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
+    port = {"name": "c10d", "port": contract.RDZV_PORT, "targetPort": contract.RDZV_PORT,
+            "protocol": "TCP"}
+    return _service(job, settings, rdzv_name(job), contract.ROLE_RDZV, [port])
+
+
+def worker_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
+    return _service(job, settings, worker_service_name(job), contract.ROLE_WORKER, [])
+
+
+def checkpoint_claim(job: TrainJob, settings: RenderSettings) -> dict[str, Any] | None:
+    """PVC `<job>-ckpt`, unless spec.checkpoint.claimName names an existing claim."""
+    checkpoint = job.spec.checkpoint
+    if checkpoint.claim_name:
+        return None
+    spec: dict[str, Any] = {"accessModes": [checkpoint.access_mode],
+                            "resources": {"requests": {"storage": checkpoint.size}}}
+    if checkpoint.storage_class_name:
+        spec["storageClassName"] = checkpoint.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": checkpoint_claim_name(job),
+                         "namespace": job_namespace(job, settings),
+                         "labels": {contract.LABEL_JOB_NAME: job.metadata.name,
+                                    contract.LABEL_KIND: "TrainJob"}},
+            "spec": spec}
+
+
+def shared_objects(job: TrainJob, settings: RenderSettings) -> list[dict[str, Any]]:
+    """Everything the pods depend on: both Services and the checkpoint claim."""
+    objects = [rendezvous_service(job, settings), worker_service(job, settings)]
+    claim = checkpoint_claim(job, settings)
+    if claim is not None:
+        objects.append(claim)
+    return objects
+
+
+def render_children(job: TrainJob, uid: str, namespace: str, settings: RenderSettings, *,
+                    node_indices: Iterable[int] | None = None,
+                    resolved_data: DataLocation | None = None) -> list[dict[str, Any]]:
+    """All children in creation order: claim and Services, store pod, then worker pods
+    (`node_indices` defaults to 0 .. desired_node_count - 1)."""
+    metadata = job.metadata.model_copy(update={"uid": uid, "namespace": namespace})
+    job = job.model_copy(update={"metadata": metadata})
+    app = _app(job, settings, resolved_data)
+    indices = range(desired_node_count(job.spec)) if node_indices is None else node_indices
+    return [*shared_objects(job, settings), rendezvous_pod(job, settings, app=app),
+            *(worker_pod(job, i, settings, resolved_data=resolved_data, app=app)
+              for i in indices)]

@@ -1,0 +1,233 @@
+"""Children of a TrainJob: names, labels, security, resources, volumes, services, claim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cogwork.api.trainjob import TrainJob
+from cogwork.plan.render import render_document, render_manifests
+from cogwork.plan.settings import RenderSettings
+from cogwork.plan.trainjob import (
+    checkpoint_claim,
+    desired_node_count,
+    render_children,
+    rendezvous_pod,
+    shared_objects,
+    worker_pod,
+    worker_selector,
+)
+
+UID = "6f1c2d9e-0000-4000-8000-000000000001"
+SETTINGS = RenderSettings(report_base_url="https://10.0.0.1:8443")
+
+
+def manifest(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": {"name": "image-classification"},
+                            "data": {"dataset": "digits"}, "nodes": {"min": 1, "max": 3}}
+    body.update(spec)
+    return {"apiVersion": "cogwork.dev/v1alpha1", "kind": "TrainJob",
+            "metadata": {"name": "digits", "namespace": "ml", "uid": UID}, "spec": body}
+
+
+def make_job(**spec: Any) -> TrainJob:
+    return TrainJob.model_validate(manifest(**spec))
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    containers = pod["spec"]["containers"]
+    assert len(containers) == 1
+    first: dict[str, Any] = containers[0]
+    return first
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(pod)["env"]}
+
+
+def test_render_manifests_creates_every_child_in_dependency_order() -> None:
+    objects = render_manifests(manifest(nodes={"min": 1, "max": 3, "count": 2}), SETTINGS)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Service", "digits-rdzv"), ("Service", "digits"),
+        ("PersistentVolumeClaim", "digits-ckpt"),
+        ("Pod", "digits-rdzv"), ("Pod", "digits-node-0"), ("Pod", "digits-node-1")]
+    assert {o["metadata"]["namespace"] for o in objects} == {"ml"}
+    assert all("ownerReferences" not in o["metadata"] for o in objects)
+    assert render_document is render_manifests
+
+
+def test_render_without_namespace_or_uid_uses_defaults() -> None:
+    doc = manifest()
+    doc["metadata"] = {"name": "digits"}
+    pods = [o for o in render_manifests(doc) if o["kind"] == "Pod"]
+    assert {p["metadata"]["namespace"] for p in pods} == {"default"}
+    assert "--rdzv-endpoint=digits-rdzv.default.svc:29400" in container(pods[1])["command"]
+
+
+def test_render_rejects_other_kinds_and_invalid_specs() -> None:
+    with pytest.raises(ValueError, match="TuneJob"):
+        render_manifests({"kind": "TuneJob"})
+    with pytest.raises(ValueError, match=r"spec\.data is required"):
+        render_manifests(manifest(data=None))
+
+
+def test_render_children_takes_uid_namespace_and_node_indices() -> None:
+    job = make_job()
+    objects = render_children(job, "other-uid", "team-a", SETTINGS, node_indices=[2])
+    pods = [o for o in objects if o["kind"] == "Pod"]
+    assert [p["metadata"]["name"] for p in pods] == ["digits-rdzv", "digits-node-2"]
+    assert "--rdzv-id=other-uid" in container(pods[1])["command"]
+    assert {o["metadata"]["namespace"] for o in objects} == {"team-a"}
+
+
+def test_worker_pod_identity_and_labels() -> None:
+    pod = worker_pod(make_job(podTemplate={"labels": {"team": "vision"}}), 1, SETTINGS)
+    assert pod["metadata"]["name"] == "digits-node-1"
+    assert pod["metadata"]["labels"] == {
+        "cogwork.dev/job-name": "digits", "cogwork.dev/kind": "TrainJob",
+        "cogwork.dev/role": "worker", "cogwork.dev/node-index": "1", "team": "vision"}
+    assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == ("digits-node-1", "digits")
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["serviceAccountName"] == "cogwork-trainer"
+
+
+@pytest.mark.parametrize("which", ["worker", "rdzv"])
+def test_pods_pass_pod_security_restricted(which: str) -> None:
+    job = make_job()
+    pod = worker_pod(job, 0, SETTINGS) if which == "worker" else rendezvous_pod(job, SETTINGS)
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 65532
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod["spec"]["containers"]:
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert "privileged" not in c["securityContext"]
+    assert "hostNetwork" not in pod["spec"] and "hostPath" not in str(pod)
+
+
+def test_worker_command_is_torchrun_as_pid_1() -> None:
+    command = container(worker_pod(make_job(), 0, SETTINGS))["command"]
+    assert command[:3] == ["python", "-m", "cogwork_trainer.launch"]
+    assert "--local-addr=$(POD_IP)" in command and "--nnodes=1:3" in command
+
+
+def test_worker_env_downward_api_first_then_contract() -> None:
+    pod = worker_pod(make_job(), 0, SETTINGS)
+    names = [e["name"] for e in container(pod)["env"]]
+    assert names[:3] == ["POD_IP", "POD_NAME", "POD_NAMESPACE"]
+    env = env_of(pod)
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert len(names) == len(set(names))
+
+
+def test_cpu_job_resources_are_guaranteed() -> None:
+    resources = container(worker_pod(make_job(resources={"cpu": 2, "memory": "3Gi"}), 0,
+                                     SETTINGS))["resources"]
+    assert resources == {"requests": {"cpu": "2", "memory": "3Gi"},
+                         "limits": {"cpu": "2", "memory": "3Gi"}}
+
+
+def test_gpu_request_sets_nvidia_gpu_and_nccl() -> None:
+    pod = worker_pod(make_job(resources={"gpu": 4}, nprocPerNode=4), 0, SETTINGS)
+    resources = container(pod)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "4"
+    assert resources["requests"]["nvidia.com/gpu"] == "4"
+    assert env_of(pod)["COGWORK_BACKEND"] == "nccl"
+
+
+def test_worker_volumes() -> None:
+    pod = worker_pod(make_job(), 0, SETTINGS)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container(pod)["volumeMounts"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"} and "/dev/shm" in mounts
+    assert volumes["checkpoints"]["persistentVolumeClaim"] == {"claimName": "digits-ckpt"}
+    assert mounts["/cogwork/checkpoints"]["name"] == "checkpoints"
+    assert volumes["control"]["downwardAPI"]["items"] == [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]
+    assert mounts["/etc/cogwork/control"]["readOnly"] is True
+    token = volumes["report-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token == {"audience": "cogwork.dev/report", "expirationSeconds": 3600,
+                     "path": "token"}
+    assert mounts["/var/run/cogwork/report"]["readOnly"] is True
+    assert "data" not in volumes
+
+
+def test_data_claim_is_mounted_read_only() -> None:
+    pod = worker_pod(make_job(data={"path": "a.npz", "claimName": "datasets"}), 0, SETTINGS)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "datasets",
+                                                        "readOnly": True}
+    assert '"dataset":"/cogwork/data/a.npz"' in env_of(pod)["COGWORK_TASK"]
+
+
+def test_pod_template_overrides() -> None:
+    job = make_job(podTemplate={
+        "nodeSelector": {"pool": "gpu"}, "annotations": {"team": "vision"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "serviceAccountName": "vision-trainer", "priorityClassName": "high"})
+    worker, store = worker_pod(job, 0, SETTINGS), rendezvous_pod(job, SETTINGS)
+    assert worker["spec"]["nodeSelector"] == {"pool": "gpu"}
+    assert "nodeSelector" not in store["spec"]  # a CPU pod need not sit on GPU nodes
+    for pod in (worker, store):
+        assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists",
+                                               "effect": "NoSchedule"}]
+        assert pod["spec"]["serviceAccountName"] == "vision-trainer"
+        assert pod["spec"]["priorityClassName"] == "high"
+        assert pod["metadata"]["annotations"]["team"] == "vision"
+
+
+def test_no_service_account_when_operator_has_none() -> None:
+    pod = worker_pod(make_job(), 0, RenderSettings(service_account_name=None))
+    assert "serviceAccountName" not in pod["spec"]
+
+
+def test_stop_reaches_new_pods_as_annotation() -> None:
+    assert worker_pod(make_job(stop=True), 0, SETTINGS)["metadata"]["annotations"][
+        "cogwork.dev/stop"] == "true"
+    assert "cogwork.dev/stop" not in worker_pod(make_job(), 0, SETTINGS)["metadata"][
+        "annotations"]
+
+
+def test_rendezvous_pod_and_services() -> None:
+    job = make_job()
+    store = rendezvous_pod(job, SETTINGS)
+    assert store["metadata"]["labels"]["cogwork.dev/role"] == "rdzv"
+    assert container(store)["command"] == ["python", "-m", "cogwork_trainer.rdzv_store",
+                                           "--port", "29400"]
+    assert container(store)["ports"][0]["containerPort"] == 29400
+    rdzv_svc, workers_svc, _claim = shared_objects(job, SETTINGS)
+    for svc in (rdzv_svc, workers_svc):
+        assert svc["spec"]["clusterIP"] == "None"
+        assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert rdzv_svc["spec"]["selector"] == {"cogwork.dev/job-name": "digits",
+                                            "cogwork.dev/role": "rdzv"}
+    assert rdzv_svc["spec"]["ports"][0]["port"] == 29400
+    assert workers_svc["metadata"]["name"] == "digits"
+    assert workers_svc["spec"]["selector"]["cogwork.dev/role"] == "worker"
+
+
+def test_checkpoint_claim() -> None:
+    claim = checkpoint_claim(make_job(checkpoint={"size": "5Gi", "storageClassName": "nfs"}),
+                             SETTINGS)
+    assert claim is not None and claim["metadata"]["name"] == "digits-ckpt"
+    assert claim["spec"] == {"accessModes": ["ReadWriteMany"],
+                             "resources": {"requests": {"storage": "5Gi"}},
+                             "storageClassName": "nfs"}
+    existing = make_job(checkpoint={"claimName": "shared-ckpt"})
+    assert checkpoint_claim(existing, SETTINGS) is None
+    assert len(shared_objects(existing, SETTINGS)) == 2
+    volumes = {v["name"]: v for v in worker_pod(existing, 0, SETTINGS)["spec"]["volumes"]}
+    assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "shared-ckpt"
+
+
+@pytest.mark.parametrize(("nodes", "desired"), [({"min": 1, "max": 3}, 3),
+                                                ({"min": 1, "max": 3, "count": 2}, 2),
+                                                ({"min": 2, "max": 2}, 2)])
+def test_desired_node_count(nodes: dict[str, int], desired: int) -> None:
+    assert desired_node_count(make_job(nodes=nodes).spec) == desired
+
+
+def test_worker_selector() -> None:
+    assert worker_selector(make_job()) == "cogwork.dev/job-name=digits,cogwork.dev/role=worker"
