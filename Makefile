@@ -36,7 +36,7 @@ cluster: venv cluster-binary
 	$(PY) -m harness up
 
 demo: venv cluster-binary
-	$(PY) -m cogwork.devdemo
+	$(PY) -m harness.demo
 
 crds: venv
 	$(PY) -m cogwork.api.crdgen --write crds/

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 
-from harness.cluster import Cluster  # noqa: E402
+from harness.cluster import Cluster
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,8 @@ def test_version_is_real(cluster: Cluster) -> None:
 def test_crd_cel_rule_and_explain(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=WIDGET_CRD)
     cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.harness.cogwork.dev")
-    bad = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=widget("bad", 5, 1), check=False)
+    bad = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=widget("bad", 5, 1),
+                          check=False)
     assert bad.returncode != 0
     assert "spec.min must be less than or equal to spec.max" in bad.stderr
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=widget("good", 1, 5))

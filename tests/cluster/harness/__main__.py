@@ -1,4 +1,4 @@
-"""`python -m harness up`: run the local cluster for a person until Ctrl-C (what `make cluster` does)."""
+"""`python -m harness up`: run the local cluster for a person until Ctrl-C (`make cluster`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def write_kubectl_shim(bin_dir: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m harness")
     parser.add_argument("command", choices=["up"])
-    parser.add_argument("--workdir", default=os.environ.get("COGWORK_CLUSTER_DIR", "/tmp/cogwork-cluster"))
+    parser.add_argument("--workdir",
+                        default=os.environ.get("COGWORK_CLUSTER_DIR", "/tmp/cogwork-cluster"))
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--ready-file", help="touch this file once the cluster is ready")

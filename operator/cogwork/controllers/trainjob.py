@@ -1,0 +1,131 @@
+"""Kopf wiring for TrainJob: observe, call the pure planner, apply its actions. Nothing else.
+
+One daemon per TrainJob runs the reconcile loop. Pod changes wake it (through an in-memory
+event, a cache only: each pass recomputes everything from the TrainJob and its pods), and it also
+wakes on its own schedule, so a missed watch event delays a pass, never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from cogwork import kube, metrics
+from cogwork.api.common import GROUP, VERSION, rfc3339
+from cogwork.api.trainjob import TrainJob
+from cogwork.controllers import runtime
+from cogwork.plan.trainjob import observe_pod
+from cogwork.plan.trainjob_reconcile import Actions, reconcile
+
+log = logging.getLogger(__name__)
+KIND_LABEL = "cogwork.dev/kind"
+JOB_LABEL = "cogwork.dev/job-name"
+CONTROLLER = "trainjob"
+
+
+@kopf.index("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
+def trainjob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
+                  **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Child pods by (namespace, job): what each pass observes, without listing the API."""
+    return {(namespace, labels.get(JOB_LABEL, "")): dict(body)}
+
+
+@kopf.on.event("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
+def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    runtime.wake(CONTROLLER, namespace, labels.get(JOB_LABEL, ""))
+
+
+@kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
+def trainjob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+    # Our own status writes do not bump the generation; only spec changes need a prompt pass.
+    if body.get("metadata", {}).get("generation") != body.get("status", {}).get(
+        "observedGeneration"
+    ):
+        runtime.wake(CONTROLLER, namespace, name)
+
+
+@kopf.daemon(GROUP, VERSION, "trainjobs", cancellation_timeout=10.0)  # type: ignore[arg-type]
+async def run_trainjob(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
+                       trainjob_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+                       **_: Any) -> None:
+    metrics.ACTIVE_RECONCILERS.labels(CONTROLLER).inc()
+    try:
+        while not stopped:
+            delay = await reconcile_once(namespace, name, body, trainjob_pods)
+            if delay is None:
+                return
+            await runtime.sleep(CONTROLLER, namespace, name, delay, stopped)
+    finally:
+        metrics.ACTIVE_RECONCILERS.labels(CONTROLLER).dec()
+
+
+async def reconcile_once(namespace: str, name: str, body: kopf.Body,
+                         index: kopf.Index[tuple[str, str], dict[str, Any]]) -> float | None:
+    """One pass; returns seconds until the next one, or None when the job is gone."""
+    started = time.monotonic()
+    try:
+        snapshot = dict(body)
+        try:
+            job = TrainJob.model_validate(snapshot)
+        except ValidationError as err:
+            await _report_invalid(namespace, name, snapshot, err)
+            return 300.0
+        pods = [observe_pod(p) for p in index.get((namespace, name), [])]
+        actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings())
+        await apply(namespace, name, snapshot, actions)
+        metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
+        return None if actions.delete_job else actions.requeue_after
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(CONTROLLER).inc()
+        metrics.RECONCILE_TOTAL.labels(CONTROLLER, "error").inc()
+        log.exception("reconcile of %s/%s failed; retrying", namespace, name)
+        return 5.0
+    finally:
+        metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
+
+
+async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
+    for child in actions.create:
+        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
+        if await asyncio.to_thread(kube.create, namespace, child):
+            metrics.POD_ACTIONS.labels("create").inc()
+    for pod, pod_annotations in actions.annotate_pods.items():
+        await asyncio.to_thread(kube.patch_pod_annotations, namespace, pod, pod_annotations)
+    for pod in actions.delete_pods:
+        if await asyncio.to_thread(kube.delete_pod, namespace, pod):
+            metrics.POD_ACTIONS.labels("delete").inc()
+    if runtime.status_changed(body.get("status") or {}, actions.status):
+        await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name,
+                                actions.status)
+    for event in actions.events:
+        kopf.event(body, type=event.type, reason=event.reason,  # type: ignore[arg-type]
+                   message=event.message)
+    if actions.delete_job:
+        kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
+                  message="spec.ttlSecondsAfterFinished passed")
+        await asyncio.to_thread(kube.delete_custom, "trainjobs", namespace, name)
+
+
+async def _report_invalid(namespace: str, name: str, body: dict[str, Any],
+                          err: ValidationError) -> None:
+    """What the schema could not catch becomes a Failed condition that names the field."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = f"{where}: {first['msg']}"
+    status = body.get("status") or {}
+    if any(c.get("reason") == "InvalidSpec" and c.get("message") == message
+           for c in status.get("conditions", [])):
+        return
+    now = rfc3339()
+    condition = {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": message,
+                 "lastTransitionTime": now,
+                 "observedGeneration": body.get("metadata", {}).get("generation")}
+    await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name,
+                            {"phase": "Failed", "conditions": [condition]})
+    kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]

@@ -1,0 +1,85 @@
+"""`make demo`: local cluster + CRDs + operator, apply the example TrainJob, follow it live."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .cluster import Cluster
+from .controlplane import REPO_ROOT
+from .operator import Operator, install_crds, install_rbac
+
+
+def follow(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    """Print a line whenever the job's phase or progress changes; return the final object."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        job = cluster.kubectl_json("get", "trainjob", name, "-n", namespace)
+        status: dict[str, Any] = job.get("status") or {}  # type: ignore[assignment]
+        progress = status.get("progress") or {}
+        latest = {m["name"]: m["value"] for m in (status.get("metrics") or {}).get("latest", [])}
+        line = (f"{status.get('phase', 'Pending'):<10} nodes {status.get('nodesText', '-'):<5} "
+                f"restarts {status.get('restarts', 0)}  "
+                f"step {progress.get('step', 0)}/{progress.get('totalSteps', '?')} "
+                f"({progress.get('progressPercentage', 0)}%)  "
+                f"epoch {progress.get('epoch', '-')}  "
+                + "  ".join(f"{k} {v}" for k, v in sorted(latest.items())))
+        if line != last:
+            print(time.strftime("%H:%M:%S"), line, flush=True)
+            last = line
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return job
+        time.sleep(1)
+    raise TimeoutError(f"{name} did not finish in {timeout}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.demo")
+    parser.add_argument("-f", "--file", default=str(REPO_ROOT / "examples/trainjob-digits.yaml"))
+    parser.add_argument("--workdir", default="/tmp/cogwork-demo")
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    cluster = Cluster(workdir, nodes=3)
+    operator = Operator(cluster.control_plane, workdir / "operator")
+    t0 = time.monotonic()
+    try:
+        cluster.start()
+        print(f"control plane + node agent ready in {time.monotonic() - t0:.1f}s", flush=True)
+        install_crds(cluster.control_plane)
+        install_rbac(cluster.control_plane)
+        operator.start()
+        print("CRDs and operator installed; applying", args.file, flush=True)
+        applied = cluster.kubectl("apply", "-n", "default", "-f", args.file).stdout
+        print(applied.strip(), flush=True)
+        name = applied.split()[0].split("/")[-1]
+        job = follow(cluster, "default", name, args.timeout)
+        status = job["status"]
+        print(json.dumps({k: status.get(k) for k in ("phase", "restarts", "evaluation")},
+                         indent=1)[:3000])
+        if status.get("phase") != "Succeeded":
+            print(f"job failed; logs under {workdir}", file=sys.stderr)
+            return 1
+        cluster.kubectl("wait", f"trainjob/{name}", "-n", "default",
+                        "--for=condition=Succeeded", "--timeout=10s")
+        print(f"kubectl wait --for=condition=Succeeded: ok ({time.monotonic() - t0:.0f}s total)")
+        if args.keep:
+            print(f"export KUBECONFIG={cluster.control_plane.kubeconfig('admin')}")
+            input("cluster running; press Enter to stop ")
+        return 0
+    finally:
+        operator.stop()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
