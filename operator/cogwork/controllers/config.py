@@ -20,6 +20,9 @@ class OperatorConfig:
     report_ca_pem: str
     trainer_service_account: str
     trainer_image: str | None
+    # Extra env for every training pod ("K=V,K2=V2"): operator-level knobs such as
+    # COGWORK_STEP_DELAY_SECONDS, which users cannot set (COGWORK_* names are reserved).
+    trainer_extra_env: dict[str, str]
 
     @staticmethod
     def from_env() -> OperatorConfig:
@@ -40,6 +43,11 @@ class OperatorConfig:
             report_ca_pem=Path(ca or cert).read_text(),
             trainer_service_account=os.environ.get("COGWORK_TRAINER_SERVICE_ACCOUNT", "default"),
             trainer_image=os.environ.get("COGWORK_TRAINER_IMAGE") or None,
+            trainer_extra_env=dict(
+                item.split("=", 1)
+                for item in os.environ.get("COGWORK_TRAINER_EXTRA_ENV", "").split(",")
+                if "=" in item
+            ),
         )
 
 

@@ -31,6 +31,7 @@ def render_settings() -> RenderSettings:
         report_ca_pem=cfg.report_ca_pem,
         service_account_name=cfg.trainer_service_account,
         image=cfg.trainer_image,
+        extra_env=cfg.trainer_extra_env,
     )
 
 

@@ -76,6 +76,7 @@ class Operator:
     workdir: Path
     port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -92,6 +93,7 @@ class Operator:
             "COGWORK_REPORT_URL": f"https://{BRIDGE_IP}:{self.port}",
             "COGWORK_REPORT_LISTEN": f"0.0.0.0:{self.port}",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         })
         env.pop("KUBERNETES_SERVICE_HOST", None)
         log = self.log_file.open("ab")
