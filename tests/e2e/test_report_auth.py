@@ -8,9 +8,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+from harness.jobs import Jobs, digits_job
 from harness.operator import BRIDGE_IP, Operator
-
-from .conftest import Jobs, digits_job
 
 pytestmark = pytest.mark.cluster
 

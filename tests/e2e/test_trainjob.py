@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 from harness.cluster import Cluster
+from harness.jobs import Jobs, digits_job
 from harness.operator import Operator
-
-from .conftest import Jobs, digits_job
 
 pytestmark = pytest.mark.cluster
 
