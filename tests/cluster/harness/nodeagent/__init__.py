@@ -1,0 +1,1 @@
+"""A fake kubelet for the local test cluster (see __main__.py)."""

@@ -1,0 +1,48 @@
+"""`python -m harness.nodeagent`: a small fake kubelet for the local test cluster.
+
+Registers the given Nodes and runs the pods bound to them as local processes, each pod in its
+own network namespace. SIGTERM/SIGINT: kill every pod's processes, clean up, exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .agent import Agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.nodeagent")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--nodes", default="node-0", help="comma-separated node names")
+    parser.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity per node")
+    parser.add_argument("--cpu", default="8")
+    parser.add_argument("--memory", default="16Gi")
+    parser.add_argument("--path-prefix", default=str(Path(sys.executable).parent),
+                        help="prepended to containers' PATH (the image is ignored)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname).1s [%(threadName)s] %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    agent = Agent(
+        kubeconfig=args.kubeconfig, workdir=args.workdir.resolve(),
+        nodes=[n for n in args.nodes.split(",") if n], gpus=args.gpus, cpu=args.cpu,
+        memory=args.memory, path_prefix=args.path_prefix,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.request_stop())
+    agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
