@@ -12,9 +12,9 @@ export GOTOOLCHAIN := local
 export CGO_ENABLED := 0
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: all venv cluster-binary cluster demo test test-unit test-cluster lint crds clean
+.PHONY: all venv cluster-binary celcheck cluster demo test test-unit test-cluster lint crds clean
 
-all: venv cluster-binary
+all: venv cluster-binary celcheck
 
 # Python environment: torch from PyPI is large; pip's cache (~/.cache/pip) makes reinstalls fast.
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,14 @@ $(BUILD)/kubecluster: tests/cluster/go.mod tests/cluster/go.sum tests/cluster/ma
 	cd tests/cluster && go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $(CURDIR)/$(BUILD)/kubecluster .
 cluster-binary: $(BUILD)/kubecluster
 
+# Kubernetes' own CRD validation (structural schema + CEL compile/cost + rule outcomes), used by
+# tests/unit/api so every CEL case is decided by the apiserver's code without a cluster.
+$(BUILD)/celcheck: tests/unit/api/celcheck/go.mod tests/unit/api/celcheck/go.sum tests/unit/api/celcheck/main.go
+	mkdir -p $(BUILD)
+	cd tests/unit/api/celcheck && go build -trimpath -o $(CURDIR)/$(BUILD)/celcheck .
+celcheck: $(BUILD)/celcheck
+export COGWORK_CELCHECK := $(CURDIR)/$(BUILD)/celcheck
+
 # A local control plane + node agent for a person; prints the KUBECONFIG export line.
 cluster: venv cluster-binary
 	$(PY) -m harness up
@@ -46,13 +54,13 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test-unit: venv
+test-unit: venv celcheck
 	$(PY) -m pytest tests/unit -q
 
 test-cluster: venv cluster-binary
 	$(PY) -m pytest tests/cluster tests/e2e -q -x
 
-test: lint venv cluster-binary
+test: lint venv cluster-binary celcheck
 	$(PY) -m pytest tests -q -rs --durations=15
 
 clean:
