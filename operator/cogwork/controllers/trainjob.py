@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 KIND_LABEL = "cogwork.dev/kind"
 JOB_LABEL = "cogwork.dev/job-name"
 CONTROLLER = "trainjob"
+STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
 
 
 @kopf.index("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
@@ -78,7 +79,9 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
             return 300.0
         pods = [observe_pod(p) for p in index.get((namespace, name), [])]
         actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings())
-        await apply(namespace, name, snapshot, actions)
+        if not await apply(namespace, name, snapshot, actions):
+            metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
+            return STALE_RETRY_S
         metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
         return None if actions.delete_job else actions.requeue_after
     except Exception:
@@ -90,7 +93,8 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
         metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
 
 
-async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
+async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> bool:
+    """Carry out one pass's decisions; False when the status write found our view stale."""
     for child in actions.create:
         kopf.adopt(child, owner=body)  # type: ignore[arg-type]
         if await asyncio.to_thread(kube.create, namespace, child):
@@ -101,8 +105,16 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
         if await asyncio.to_thread(kube.delete_pod, namespace, pod):
             metrics.POD_ACTIONS.labels("delete").inc()
     if runtime.status_changed(body.get("status") or {}, actions.status):
-        await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name,
-                                actions.status)
+        # Optimistic concurrency: restarts and activeNodes are counted from the status this
+        # pass read, so a write based on a stale view (our previous write or a progress report
+        # not yet in the watch cache) is refused and the pass is redone on a fresh view.
+        version = body.get("metadata", {}).get("resourceVersion")
+        try:
+            await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name,
+                                    actions.status, version)
+        except kube.Conflict:
+            log.debug("%s/%s changed under this pass; redoing it", namespace, name)
+            return False
     for event in actions.events:
         kopf.event(body, type=event.type, reason=event.reason,  # type: ignore[arg-type]
                    message=event.message)
@@ -110,6 +122,7 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
         kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
                   message="spec.ttlSecondsAfterFinished passed")
         await asyncio.to_thread(kube.delete_custom, "trainjobs", namespace, name)
+    return True
 
 
 async def _report_invalid(namespace: str, name: str, body: dict[str, Any],

@@ -216,6 +216,8 @@ class _Pass:
         for index, pod in sorted(self.workers.items()):
             if pod.phase != "Failed" and not (pod.deleting and index in self.active):
                 continue
+            if pod.phase == "Failed" and pod.deleting:
+                continue  # its failure was handled when it was deleted: never count it twice
             if pod.phase != "Failed":  # deleted under us (kubectl delete, eviction, node loss)
                 self.delete(pod)
                 self.active.discard(index)

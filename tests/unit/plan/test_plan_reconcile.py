@@ -91,6 +91,20 @@ def test_signal_killed_worker_is_replaced_and_counted() -> None:
     assert again.status["restarts"] == 1
 
 
+def test_failed_pod_still_terminating_is_not_counted_twice() -> None:
+    j = job({"activeNodes": [0]}, nodes={"min": 1, "max": 1},
+            failurePolicy={"backoffLimit": 1})
+    failed = pod("worker", 0, "Failed", exit_code=137)
+    first = step(j, [pod("rdzv"), failed])
+    assert first.status["restarts"] == 1 and first.delete_pods == ["digits-node-0"]
+    # The next pass still sees the failed pod while the kubelet finishes deleting it.
+    terminating = pod("worker", 0, "Failed", exit_code=137, deleting=True)
+    for seen in (j, advance(j, first)):  # a stale view of the job as well as a fresh one
+        again = step(seen, [pod("rdzv"), terminating])
+        assert again.status["phase"] != "Failed"
+        assert again.status["restarts"] == (0 if seen is j else 1)
+
+
 def test_pod_deleted_under_running_job_counts_one_restart() -> None:
     j = job({"activeNodes": [0, 1]})
     first = step(j, [pod("rdzv"), pod("worker", 0), pod("worker", 1, deleting=True)])
