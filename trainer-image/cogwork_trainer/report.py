@@ -1,7 +1,9 @@
 """Rank 0's progress reports to the operator (push; training pods need no RBAC).
 
-Reports are best effort: a failed POST is logged once per outage and never raised, and POSTs run
-on a background thread so a slow or dead endpoint cannot stall training. Without
+Reports never stall or fail training: POSTs run on a background thread and errors are logged
+once per outage, never raised. Plain progress is best effort (the next report supersedes it);
+the events status depends on (resumed, checkpoint, completed, stopped) are retried with back-off
+for a while, since a busy operator must not lose the step a job resumed from. Without
 COGWORK_REPORT_URL (local mode) each event is printed as one `COGWORK_PROGRESS {json}` line.
 """
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 PREFIX = "COGWORK_PROGRESS "
 EVENTS = ("progress", "checkpoint", "resumed", "completed", "stopped")
 _STOP = object()  # sentinel that ends the sender thread
+RETRY_FOR_S = 60.0  # how long an important event is retried before it is given up
 
 
 def ssl_context(ca: str | None) -> ssl.SSLContext:
@@ -43,7 +46,7 @@ class Reporter:
         *,
         enabled: bool = True,
         min_interval_s: float = 1.0,
-        timeout_s: float = 2.0,
+        timeout_s: float = 5.0,
         stream: TextIO | None = None,
         max_pending_progress: int = 2,
     ) -> None:
@@ -58,6 +61,8 @@ class Reporter:
         self.failed = 0
         self._last_progress = float("-inf")
         self._failing = False
+        self._permanent = False  # the last failure cannot be fixed by retrying (4xx, bad cert)
+        self._close_by = float("inf")  # close() bounds how long retries may go on
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ctx: ssl.SSLContext | None = None
@@ -108,6 +113,7 @@ class Reporter:
         """Deliver what is queued (bounded by `timeout_s`) and stop the sender thread."""
         if self._thread is None:
             return
+        self._close_by = time.monotonic() + timeout_s
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -130,6 +136,9 @@ class Reporter:
                 resp.read()
         except Exception as e:  # best effort by contract: nothing here may fail training
             self.failed += 1
+            code = getattr(e, "code", None)  # urllib's HTTPError
+            self._permanent = isinstance(getattr(e, "reason", None), ssl.SSLError) or (
+                isinstance(code, int) and 400 <= code < 500 and code not in (408, 429))
             if not self._failing:
                 log.warning("report to %s failed (%s); training goes on", self.url, e)
             self._failing = True
@@ -150,4 +159,16 @@ class Reporter:
             item = self._queue.get()
             if item is _STOP:
                 return
-            self.post(item)
+            self._deliver(item)
+
+    def _deliver(self, payload: dict[str, Any]) -> None:
+        """POST once; retry with back-off what status depends on, within close()'s bound."""
+        deadline = time.monotonic() + RETRY_FOR_S
+        delay = 0.5
+        while not self.post(payload):
+            if payload["event"] == "progress" or self._permanent:
+                return
+            if time.monotonic() + delay > min(deadline, self._close_by):
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

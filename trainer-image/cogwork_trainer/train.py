@@ -183,6 +183,9 @@ class Trainer:
             "epoch": st.epoch,
             "samplesPerSecond": round(rate * self.global_batch, 1) if rate else None,
             "metrics": _metrics(self.last_loss, self.last_val_accuracy),
+            # Every report names the newest complete checkpoint, so status always shows how
+            # much work a lost pod would cost.
+            "checkpointStep": self.last_saved_step if self.last_saved_step >= 0 else None,
         }
 
     # -- the loop ------------------------------------------------------------------------
@@ -209,11 +212,11 @@ class Trainer:
         if decision.checkpoint:
             self.control.mark_handled(decision.token)
             log.info("checkpoint request %r: saved step %d", decision.token, step)
-            self.reporter.emit("checkpoint", checkpointStep=step, checkpointRequest=decision.token,
+            self.reporter.emit("checkpoint", checkpointRequest=decision.token,
                                **self._progress_fields())
         if decision.stop:
             log.info("stop requested: checkpoint at step %d, exiting", step)
-            self.reporter.emit("stopped", checkpointStep=step, **self._progress_fields())
+            self.reporter.emit("stopped", **self._progress_fields())
         return decision.stop
 
     def run(self) -> int:
@@ -289,8 +292,7 @@ class Trainer:
                          evaluation["accuracy"], evaluation["macroF1"])
                 fields = self._progress_fields()
                 fields["estimatedRemainingSeconds"] = 0
-                self.reporter.emit("completed", evaluation=evaluation,
-                                   checkpointStep=self.last_saved_step, **fields)
+                self.reporter.emit("completed", evaluation=evaluation, **fields)
         self.heartbeat.beat(self.state.step, force=True)
         self.reporter.close()
         cdist.barrier()  # nobody leaves (and tears the group down) while rank 0 still writes

@@ -235,3 +235,25 @@ def test_kill_rank0_node_stop_and_resume_at_other_world_sizes(
     ref_matrix, ref_loss = outcome(ref_evs)
     assert matrix == ref_matrix
     assert loss == pytest.approx(ref_loss, rel=1e-3)
+
+
+def test_failed_agent_keeps_rendezvous_open_for_its_replacement(
+        store: int, tmp_path: Path) -> None:
+    """A node whose program fails for good exits with the program's code and leaves the
+    rendezvous open, so the pod replacing it (RestartNode) can join the same group."""
+    marker = tmp_path / "ran"
+
+    def agent(program: str) -> subprocess.CompletedProcess[bytes]:
+        cmd = [sys.executable, "-m", "cogwork_trainer.launch", "--nnodes=1:2",
+               "--nproc-per-node=1", "--rdzv-backend=c10d",
+               f"--rdzv-endpoint=127.0.0.1:{store}", "--rdzv-id=job-uid-1",
+               "--rdzv-conf=is_host=false,join_timeout=20,last_call_timeout=1",
+               "--max-restarts=0", "--monitor-interval=1", "--local-addr=127.0.0.1",
+               "--no-python", "sh", "-c", program]
+        return subprocess.run(cmd, env=base_env(tmp_path), capture_output=True, timeout=60)
+
+    failed = agent("exit 3")
+    assert failed.returncode == 3, failed.stderr.decode()[-2000:]
+    replacement = agent(f"touch {marker}")
+    assert replacement.returncode == 0, replacement.stderr.decode()[-2000:]
+    assert marker.exists()

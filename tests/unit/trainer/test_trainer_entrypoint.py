@@ -65,6 +65,11 @@ def test_single_process_run_writes_the_contract_outputs(
     assert lines[-1]["event"] == "completed" and lines[-1]["progressPercentage"] == 100
     epoch_end = [e for e in lines if e["event"] == "progress" and e["epoch"] == 1]
     assert {m["name"] for m in epoch_end[0]["metrics"]} == {"loss", "val_accuracy"}
+    # Every report after the first checkpoint names the newest one (status.lastCheckpointStep).
+    after = [e for e in lines if e["step"] >= 20]
+    assert after and all(e["checkpointStep"] == (22 if e["event"] == "completed" else 20)
+                         for e in after)
+    assert all("checkpointStep" not in e for e in lines if e["step"] < 20)
 
     # Running again finds the job done: it resumes at the end and completes without training.
     assert train.main() == 0

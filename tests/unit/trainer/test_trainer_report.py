@@ -149,8 +149,27 @@ def test_dead_endpoint_never_raises_or_blocks(pki: dict[str, Any]) -> None:
         r.emit("progress", force=True, step=step)  # queued: training is not held up
     assert time.monotonic() - t0 < 0.5
     r.emit("completed", step=5)
-    r.close()
+    r.close(timeout_s=2)  # retries of `completed` stop at close()'s bound
     assert r.sent == 0 and r.failed >= 2
+
+
+def test_important_events_are_retried_until_delivered(
+        server: dict[str, Any], pki: dict[str, Any]) -> None:
+    server["status"]["code"] = 503  # the operator is busy or restarting
+
+    def recover() -> None:
+        time.sleep(1.2)
+        server["status"]["code"] = 200
+
+    threading.Thread(target=recover, daemon=True).start()
+    r = Reporter(server["url"], None, pki["ca_pem"])
+    r.emit("progress", force=True, step=50)  # superseded by the next one: not retried
+    r.emit("resumed", resumedFromStep=50, step=50)
+    r.close()
+    bodies = [(g["body"]["event"], g["body"]["step"]) for g in server["received"]]
+    assert bodies.count(("progress", 50)) == 1
+    assert bodies.count(("resumed", 50)) >= 2  # failed at least once, then delivered
+    assert r.sent == 1
 
 
 def test_local_mode_prints_parseable_lines() -> None:
