@@ -1,0 +1,227 @@
+"""TuneJob: hyperparameter search whose trials are TrainJobs.
+
+The spec's parameter/objective/pruner blocks live in cogwork.api.tunejob_spec. The status is
+deliberately small (counts, best trial); per-trial detail lives on the child TrainJobs, so the
+object never grows with the number of trials (Katib's Suggestion outgrew etcd, kubeflow/katib
+#1847).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from cogwork.api.common import (
+    Condition,
+    CustomResource,
+    PrinterColumn,
+    SpecModel,
+    StatusModel,
+    cel,
+    cel_unchanged,
+    to_wire,
+    validations,
+)
+from cogwork.api.trainjob import DNS_1035_LABEL, ObjectMeta, TrainJobSpec
+from cogwork.api.tunejob_spec import (
+    CHOICE_FIELDS,
+    DECIMAL_FIELDS,
+    INTEGER_FIELDS,
+    MAX_PARAMETERS,
+    TARGET_FIELDS,
+    Budget,
+    Categorical,
+    FloatRange,
+    IntRange,
+    LogRange,
+    Objective,
+    Parameter,
+    Promote,
+    Pruner,
+    Search,
+)
+
+__all__ = [
+    "CHOICE_FIELDS", "DECIMAL_FIELDS", "INTEGER_FIELDS", "MAX_NAME_LENGTH", "TARGET_FIELDS",
+    "TUNEJOB_RESOURCE", "BestTrial", "Budget", "Categorical", "FloatRange", "IntRange",
+    "LogRange", "Objective", "Parameter", "Promote", "Pruner", "Search", "TrialCounts",
+    "TuneJob", "TuneJobSpec", "TuneJobStatus",
+]
+
+# Trials are <name>-t<index> (index < 10000) and must be valid TrainJob names (<= 54).
+MAX_NAME_LENGTH = 48
+Phase = Literal["Pending", "Suspended", "Running", "Succeeded", "Failed"]
+
+# Condition types.
+RUNNING = "Running"
+SUSPENDED = "Suspended"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+
+
+def _defaults_of(model: type[SpecModel]) -> dict[str, Any]:
+    """Materialised defaults of an object field: the apiserver runs CEL on a default before
+    nested defaults apply, so `{}` would fail rules that read its fields."""
+    return {"default": to_wire(model())}
+
+
+def _spec_validations() -> dict[str, Any]:
+    immutable = ["objective", "parameters", "search", "pruner", "engine", "trialTemplate"]
+    task_fields = "[" + ", ".join(f"'{f}'" for f in TARGET_FIELDS) + "]"
+    rules = [
+        # listType=map also enforces this, but only in the apiserver's strategy, after CEL.
+        cel("self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))",
+            "spec.parameters names must be unique", field_path=".parameters"),
+        cel("self.search.algorithm != 'grid' || "
+            "self.parameters.all(p, has(p.int) || has(p.categorical))",
+            "spec.search.algorithm grid needs int or categorical parameters only",
+            field_path=".search.algorithm"),
+        cel(f"has(self.trialTemplate.task) || "
+            f"self.parameters.all(p, !has(p.field) || !(p.field in {task_fields}))",
+            "parameters that set task.* fields need spec.trialTemplate.task",
+            field_path=".parameters"),
+        cel("!self.trialTemplate.stop", "spec.trialTemplate.stop must be false",
+            field_path=".trialTemplate.stop"),
+    ]
+    rules += [cel(cel_unchanged(path), f"spec.{path} is immutable", field_path=f".{path}",
+                  reason="FieldValueForbidden") for path in immutable]
+    return validations(*rules)
+
+
+class TuneJobSpec(SpecModel):
+    """Desired state of a TuneJob. Mutable: suspend, budget, promote; the rest is immutable."""
+
+    model_config = ConfigDict(json_schema_extra=_spec_validations())
+
+    suspend: bool = Field(default=False, description="Start no new trials and suspend the "
+                                                     "running ones (Kueue); resume continues.")
+    objective: Objective = Field(default_factory=Objective,
+                                 json_schema_extra=_defaults_of(Objective),
+                                 description="Metric and direction the trials are ranked by.")
+    parameters: list[Parameter] = Field(
+        min_length=1, max_length=MAX_PARAMETERS,
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]},
+        description="The search space: at least one parameter, unique names.")
+    search: Search = Field(default_factory=Search, json_schema_extra=_defaults_of(Search),
+                           description="Sampler and seed.")
+    pruner: Pruner = Field(default_factory=Pruner, json_schema_extra=_defaults_of(Pruner),
+                           description="Early stopping from the trials' learning curves.")
+    budget: Budget = Field(default_factory=Budget,
+                           json_schema_extra=_defaults_of(Budget),
+                           description="Trial counts.")
+    engine: Literal["builtin", "katib"] = Field(
+        default="builtin", description="builtin (Optuna in the operator, stateless) or katib "
+                                       "(not yet implemented).")
+    trial_template: TrainJobSpec = Field(description="The TrainJob spec every trial starts "
+                                                     "from; parameters overwrite their fields.")
+    promote: Promote = Field(default_factory=Promote, json_schema_extra=_defaults_of(Promote),
+                             description="Final TrainJob with the best parameters.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [p.name for p in self.parameters]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.parameters names must be unique")
+        if self.search.algorithm == "grid" and any(
+                p.int_range is None and p.categorical is None for p in self.parameters):
+            raise ValueError("spec.search.algorithm grid needs int or categorical parameters "
+                             "only")
+        if self.trial_template.task is None and any(p.field for p in self.parameters):
+            raise ValueError("parameters that set task.* fields need spec.trialTemplate.task")
+        if self.trial_template.stop:
+            raise ValueError("spec.trialTemplate.stop must be false")
+        return self
+
+
+class TrialCounts(StatusModel):
+    """Trials by state."""
+
+    created: int = Field(default=0, description="Trials created so far.")
+    running: int = Field(default=0, description="Trials not finished (pending or training).")
+    completed: int = Field(default=0, description="Trials that trained to the end.")
+    pruned: int = Field(default=0, description="Trials stopped early by the pruner.")
+    failed: int = Field(default=0, description="Trials that failed.")
+
+
+class BestTrial(StatusModel):
+    name: str = Field(description="The trial TrainJob.")
+    index: int = Field(description="Trial index.")
+    value: float = Field(description="Its objective value.")
+    params: dict[str, str] = Field(default_factory=dict, description="Its parameters.")
+
+
+ConditionList = Annotated[
+    list[Condition],
+    Field(json_schema_extra={"x-kubernetes-list-type": "map",
+                             "x-kubernetes-list-map-keys": ["type"]}),
+]
+
+
+class TuneJobStatus(StatusModel):
+    """Observed state of a TuneJob, written only by the operator."""
+
+    phase: Phase | None = Field(default=None, description="Summary of the conditions: Pending, "
+                                "Suspended, Running, Succeeded or Failed.")
+    conditions: ConditionList = Field(default_factory=list,
+                                      description="Running, Suspended, Succeeded, Failed.")
+    observed_generation: int | None = Field(default=None,
+                                            description="Generation the status describes.")
+    trials: TrialCounts | None = Field(default=None, description="Trials by state.")
+    trials_text: str | None = Field(default=None,
+                                    description="\"finished/maxTrials\" for printing.")
+    best_trial: BestTrial | None = Field(default=None, description="Best finished trial.")
+    promoted_train_job: str | None = Field(default=None,
+                                           description="The final TrainJob, once created.")
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
+                                   description="When the first pass ran.")
+    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
+                                        description="When the search succeeded or failed.")
+
+
+class TuneJob(StatusModel):
+    """A whole TuneJob object as read from the cluster or a manifest."""
+
+    api_version: Literal["cogwork.dev/v1alpha1"] = "cogwork.dev/v1alpha1"
+    kind: Literal["TuneJob"] = "TuneJob"
+    metadata: ObjectMeta
+    spec: TuneJobSpec
+    status: TuneJobStatus = Field(default_factory=TuneJobStatus)
+
+    @model_validator(mode="after")
+    def _short_name(self) -> Self:
+        if len(self.metadata.name) > MAX_NAME_LENGTH:
+            raise ValueError(NAME_LENGTH_MESSAGE)
+        return self
+
+
+NAME_PATTERN_MESSAGE = ("metadata.name must be a DNS-1035 label (lowercase letters, digits and "
+                        "'-', starting with a letter): trials are TrainJobs named after it")
+NAME_LENGTH_MESSAGE = (f"metadata.name must be at most {MAX_NAME_LENGTH} characters: trial "
+                       "TrainJobs <name>-t<index> must fit in 54")
+
+TUNEJOB_RESOURCE = CustomResource(
+    kind="TuneJob",
+    plural="tunejobs",
+    singular="tunejob",
+    # Not "tunejob"/"exp": Katib's Experiment and Kubeflow's OptimizationJob may be installed.
+    short_names=("cwtune",),
+    spec_model=TuneJobSpec,
+    status_model=TuneJobStatus,
+    description="Hyperparameter search: trials are TrainJobs proposed by Optuna samplers, "
+                "pruned early from their learning curves; the best can be promoted.",
+    printer_columns=(
+        PrinterColumn("Phase", ".status.phase", "string", "Derived from the conditions."),
+        PrinterColumn("Trials", ".status.trialsText", "string", "Finished/maximum trials."),
+        PrinterColumn("Pruned", ".status.trials.pruned", "integer", "Trials pruned."),
+        PrinterColumn("Best", ".status.bestTrial.value", "number", "Best objective value."),
+        PrinterColumn("Best-Trial", ".status.bestTrial.name", "string", "Best trial.",
+                      priority=1),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+    root_validations=(
+        cel(f"self.metadata.name.matches('{DNS_1035_LABEL}')", NAME_PATTERN_MESSAGE),
+        cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", NAME_LENGTH_MESSAGE),
+    ),
+)

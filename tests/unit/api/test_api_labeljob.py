@@ -1,0 +1,184 @@
+"""LabelJob API: defaults, bad specs rejected naming the field (offline and by the CRD's own
+rules), the generated CRD's names, columns and rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cogwork.api.crdgen import render_crd
+from cogwork.api.labeljob import LABELJOB_RESOURCE, LabelJob, LabelJobStatus
+from pydantic import ValidationError
+
+CRDS = Path(__file__).resolve().parents[3] / "crds"
+
+
+def labeljob(**spec: Any) -> dict[str, Any]:
+    """A valid minimal LabelJob with spec keys overridden (None removes a key)."""
+    base: dict[str, Any] = {
+        "model": {"fromTrainJob": "digits"},
+        "pool": {"dataset": "digits"},
+        "seed": {"count": 100},
+        "autoAccept": {"targetPrecision": "0.95", "validation": {"humanBudget": 200}},
+    }
+    for key, value in spec.items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return {"apiVersion": "cogwork.dev/v1alpha1", "kind": "LabelJob",
+            "metadata": {"name": "digits-labels", "namespace": "default"}, "spec": base}
+
+
+POOL_FILE = {"path": "pool.npz", "claimName": "data"}
+# (name, spec overrides, substring of the error naming the field); "" = valid.
+CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("minimal", {}, ""),
+    ("own pool with label files", {"pool": POOL_FILE, "seed": {"path": "seed.csv"},
+                                   "autoAccept": {"validation": {"path": "val.csv"}}}, ""),
+    ("model path", {"model": {"path": "models/model.pt", "claimName": "models"}}, ""),
+    ("every strategy is an enum value", {"review": {"strategy": "coreset"}}, ""),
+    ("target precision above 1", {"autoAccept": {"targetPrecision": "1.2",
+                                                 "validation": {"humanBudget": 10}}},
+     "spec.autoAccept.targetPrecision must be a decimal strictly between 0 and 1"),
+    ("target precision of exactly 1", {"autoAccept": {"targetPrecision": "1",
+                                                      "validation": {"humanBudget": 10}}},
+     "spec.autoAccept.targetPrecision must be a decimal strictly between 0 and 1"),
+    ("confidence 0", {"autoAccept": {"confidence": "0.0", "validation": {"humanBudget": 10}}},
+     "spec.autoAccept.confidence must be a decimal strictly between 0 and 1"),
+    ("unknown strategy", {"review": {"strategy": "vibes"}}, "spec.review.strategy"),
+    ("missing pool", {"pool": None}, "spec.pool"),
+    ("missing model", {"model": None}, "spec.model"),
+    ("two pool sources", {"pool": {"dataset": "digits", "path": "p.npz"}},
+     "exactly one of spec.pool.dataset or spec.pool.path must be set"),
+    ("two model sources", {"model": {"fromTrainJob": "a", "path": "m.pt"}},
+     "exactly one of spec.model.fromTrainJob or spec.model.path must be set"),
+    ("seed count on own pool", {"pool": POOL_FILE},
+     "spec.seed.count needs spec.pool.dataset"),
+    ("human budget on own pool", {"pool": POOL_FILE, "seed": None},
+     "spec.autoAccept.validation.humanBudget needs spec.pool.dataset"),
+    ("budget below one batch", {"review": {"batchSize": 100, "maxHumanLabels": 50}},
+     "spec.review.maxHumanLabels must be at least spec.review.batchSize"),
+    ("one fold", {"labelErrors": {"folds": 1}}, "spec.labelErrors.folds"),
+    ("label studio without secret", {"sink": {"labelStudio": {"url": "http://ls:8080",
+                                                              "project": 1}}},
+     "spec.sink.labelStudio.secretRef"),
+    ("too many replicas", {"inference": {"replicas": 1000}}, "spec.inference.replicas"),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "error"), CREATE_CASES, ids=[c[0] for c in CREATE_CASES])
+def test_offline_validation_rejects_bad_specs_naming_the_field(name: str, spec: dict[str, Any],
+                                                               error: str) -> None:
+    if not error:
+        LabelJob.model_validate(labeljob(**spec))
+        return
+    with pytest.raises(ValidationError) as raised:
+        LabelJob.model_validate(labeljob(**spec))
+    # Our rules carry the CEL message; schema errors name the field (spec.review.strategy).
+    assert error in str(raised.value), str(raised.value)
+
+
+def test_defaults() -> None:
+    spec = LabelJob.model_validate(labeljob()).spec
+    assert spec.inference.replicas == 1 and spec.inference.batch_size == 1024
+    assert spec.review.strategy == "margin" and spec.review.max_rounds == 1
+    assert spec.label_errors.enabled and spec.label_errors.folds == 5
+    assert spec.auto_accept is not None and spec.auto_accept.confidence == "0.95"
+    assert spec.output.path == "labels" and spec.output.claim_name is None
+
+
+def test_status_reads_what_the_merge_step_reports() -> None:
+    status = LabelJobStatus.model_validate({
+        "phase": "Succeeded", "counts": {"total": 1797, "autoAccepted": 900},
+        "threshold": 0.98, "certifiedLowerBound": 0.951, "futureField": 1})
+    assert status.counts is not None and status.counts.auto_accepted == 900
+    assert status.certified_lower_bound == 0.951
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return render_crd(LABELJOB_RESOURCE)
+
+
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from walk(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from walk(node["items"], f"{path}[]")
+
+
+def spec_schema(crd: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema["properties"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_crd_names_columns_and_category(crd: dict[str, Any]) -> None:
+    names = crd["spec"]["names"]
+    assert names["kind"] == "LabelJob" and names["categories"] == ["cogwork"]
+    assert names["shortNames"] == ["cwlabel", "cwlj"]
+    columns = {c["name"]: c["jsonPath"] for c in crd["spec"]["versions"][0][
+        "additionalPrinterColumns"]}
+    assert columns == {"Phase": ".status.phase", "Predicted": ".status.predictedText",
+                       "Auto": ".status.counts.autoAccepted",
+                       "Review": ".status.counts.routedToReview",
+                       "Precision>=": ".status.certifiedLowerBound",
+                       "Age": ".metadata.creationTimestamp"}
+
+
+def test_every_spec_field_is_documented_and_typed(crd: dict[str, Any]) -> None:
+    text = json.dumps(crd)
+    assert "$ref" not in text and '"null"' not in text
+    for path, node in walk(spec_schema(crd), "spec"):
+        if not path.endswith("[]"):
+            assert node.get("description"), f"{path} has no description"
+        assert node.get("type") or node.get("x-kubernetes-int-or-string"), path
+
+
+def test_schema_carries_the_enums_and_required_fields(crd: dict[str, Any]) -> None:
+    spec = spec_schema(crd)
+    assert set(spec["required"]) == {"model", "pool"}
+    review = spec["properties"]["review"]
+    assert review["properties"]["strategy"]["enum"] == [
+        "margin", "entropy", "leastConfidence", "coreset", "random"]
+    assert review["default"]["strategy"] == "margin"
+    assert spec["properties"]["autoAccept"]["properties"]["targetPrecision"]["type"] == "string"
+
+
+def test_every_spec_field_is_either_mutable_or_immutable(crd: dict[str, Any]) -> None:
+    spec = spec_schema(crd)
+    guarded = {r["fieldPath"] for r in spec["x-kubernetes-validations"] if "oldSelf" in r["rule"]}
+    mutable = {".suspend", ".review", ".ttlSecondsAfterFinished"}
+    assert guarded == {f".{name}" for name in spec["properties"]} - mutable
+
+
+CELCHECK = os.environ.get("COGWORK_CELCHECK")
+
+
+@pytest.mark.skipif(not CELCHECK, reason="set COGWORK_CELCHECK to a binary built with "
+                                         "`go build -C tests/unit/api/celcheck -o X .`")
+def test_apiserver_validation_decides_every_case_the_same_way(tmp_path: Path) -> None:
+    cases = [{"name": name, "new": labeljob(**spec), "old": None,
+              "expect": [error] if error else []} for name, spec, error in CREATE_CASES]
+    old = labeljob()
+    changed = copy.deepcopy(old)
+    changed["spec"]["pool"] = {"dataset": "digits", "idField": "other"}
+    more_rounds = copy.deepcopy(old)
+    more_rounds["spec"]["review"] = {"maxRounds": 3}
+    cases += [
+        {"name": "pool is immutable", "new": changed, "old": old,
+         "expect": ["spec.pool is immutable"]},
+        {"name": "review may change", "new": more_rounds, "old": old, "expect": []},
+    ]
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps(cases))
+    result = subprocess.run([str(CELCHECK), str(CRDS / "labeljobs.cogwork.dev.yaml"), str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
