@@ -10,6 +10,7 @@ import kopf
 from cogwork import kube
 from cogwork.controllers import report, runtime
 from cogwork.controllers import trainjob as _trainjob  # noqa: F401  (registers handlers)
+from cogwork.controllers import tunejob as _tunejob  # noqa: F401  (registers handlers)
 
 PREFIX = "cogwork.dev"
 

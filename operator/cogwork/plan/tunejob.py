@@ -1,0 +1,298 @@
+"""The TuneJob state machine: TuneJob + observed trials + engine decisions -> actions. Pure.
+
+The search engine (cogwork.tuning, a layer above) proposes parameters for the indices
+`next_indices` returns and says which running trials to prune; this module turns that into
+TrainJobs to create, patches for running trials and the status. Everything is recomputed from
+the TuneJob and its child TrainJobs on each pass: trial names are deterministic, so a pass that
+repeats a create after an operator restart gets 409 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cogwork.api.common import API_VERSION, Condition, is_condition_true, rfc3339, set_condition
+from cogwork.api.common import to_wire as _to_wire
+from cogwork.api.tunejob import TuneJob
+from cogwork.plan.tunejob_trials import (
+    ANNOTATION_PARAMS,
+    ANNOTATION_PRUNED_AT,
+    ANNOTATION_RUNGS,
+    LABEL_PROMOTED_FROM,
+    LABEL_TRIAL_INDEX,
+    LABEL_TUNEJOB,
+    ParamValue,
+    TrialObservation,
+    apply_params,
+    params_text,
+    trial_name,
+)
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass
+class Proposal:
+    index: int
+    params: dict[str, ParamValue]
+
+
+@dataclass
+class Prune:
+    resource: int  # where the curve was when the pruner decided
+    rungs: list[float]  # the pruner's rung records, persisted on the trial
+
+
+@dataclass
+class EngineDecision:
+    """What the search engine decided this pass (cogwork.tuning.builtin.decide)."""
+
+    proposals: list[Proposal] = field(default_factory=list)
+    prune: dict[str, Prune] = field(default_factory=dict)
+    rungs: dict[str, list[float]] = field(default_factory=dict)  # promotions to persist
+    exhausted: bool = False  # the sampler has nothing left to propose (grid)
+    error: str | None = None  # the engine could not run; the TuneJob fails with this message
+
+
+@dataclass
+class Actions:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    patch_trials: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
+    requeue_after: float = 10.0
+
+
+def is_terminal(job: TuneJob) -> bool:
+    return any(is_condition_true(job.status.conditions, t) for t in TERMINAL)
+
+
+def best_trial(job: TuneJob, trials: list[TrialObservation]) -> TrialObservation | None:
+    """Best COMPLETE trial; ties go to the lower index (deterministic)."""
+    done = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
+    if not done:
+        return None
+    sign = -1.0 if job.spec.objective.direction == "maximize" else 1.0
+    return min(done, key=lambda t: (sign * (t.value or 0.0), t.index))
+
+
+def goal_reached(job: TuneJob, best: TrialObservation | None) -> bool:
+    goal = job.spec.objective.goal
+    if goal is None or best is None or best.value is None:
+        return False
+    if job.spec.objective.direction == "maximize":
+        return best.value >= float(goal)
+    return best.value <= float(goal)
+
+
+def too_many_failures(job: TuneJob, trials: list[TrialObservation]) -> bool:
+    return sum(t.state == "FAIL" for t in trials) > job.spec.budget.max_failed_trials
+
+
+def next_indices(job: TuneJob, trials: list[TrialObservation]) -> list[int]:
+    """Indices of the trials to start now: within budget and parallelism, none while stopping."""
+    if is_terminal(job) or job.spec.suspend or too_many_failures(job, trials):
+        return []
+    if goal_reached(job, best_trial(job, trials)):
+        return []
+    budget = job.spec.budget
+    active = sum(not t.finished for t in trials)
+    slots = min(budget.parallel_trials - active, budget.max_trials - len(trials))
+    start = max((t.index for t in trials), default=-1) + 1
+    return list(range(start, start + max(0, slots)))
+
+
+def trial_manifest(job: TuneJob, proposal: Proposal) -> dict[str, Any]:
+    name = job.metadata.name
+    template = _to_wire(job.spec.trial_template)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainJob",
+        "metadata": {
+            "name": trial_name(name, proposal.index),
+            "namespace": job.metadata.namespace,
+            "labels": {LABEL_TUNEJOB: name, LABEL_TRIAL_INDEX: str(proposal.index)},
+            "annotations": {ANNOTATION_PARAMS: json.dumps(proposal.params, sort_keys=True)},
+        },
+        "spec": apply_params(template, job.spec.parameters, proposal.params),
+    }
+
+
+def promoted_name(job: TuneJob) -> str:
+    return job.spec.promote.name or f"{job.metadata.name}-best"
+
+
+def promoted_manifest(job: TuneJob, best: TrialObservation) -> dict[str, Any]:
+    """The final TrainJob: the template with the best parameters, not labelled as a trial."""
+    template = _to_wire(job.spec.trial_template)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainJob",
+        "metadata": {
+            "name": promoted_name(job),
+            "namespace": job.metadata.namespace,
+            "labels": {LABEL_PROMOTED_FROM: job.metadata.name},
+            "annotations": {ANNOTATION_PARAMS: json.dumps(best.params, sort_keys=True)},
+        },
+        "spec": apply_params(template, job.spec.parameters, best.params),
+    }
+
+
+class _Pass:
+    def __init__(self, job: TuneJob, trials: list[TrialObservation], decision: EngineDecision,
+                 now: datetime) -> None:
+        self.job, self.trials, self.decision, self.now = job, trials, decision, now
+        self.conditions: list[Condition] = list(job.status.conditions)
+        self.out = Actions()
+        self.best = best_trial(job, trials)
+
+    def cond(self, kind: str, status: str, reason: str, message: str = "") -> None:
+        self.conditions = set_condition(self.conditions, kind, status, reason,  # type: ignore[arg-type]
+                                        message, observed_generation=self.job.metadata.generation,
+                                        now=self.now)
+
+    def patch(self, trial: str, spec: dict[str, Any] | None = None,
+              annotations: dict[str, str] | None = None) -> None:
+        entry = self.out.patch_trials.setdefault(trial, {})
+        if spec:
+            entry.setdefault("spec", {}).update(spec)
+        if annotations:
+            entry.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+
+    def stop_unfinished(self) -> None:
+        for trial in self.trials:
+            if not trial.finished and not trial.stop_requested:
+                self.patch(trial.name, spec={"stop": True})
+
+    def finish(self, kind: str, reason: str, message: str) -> None:
+        self.cond(kind, "True", reason, message)
+        self.cond("Running", "False", reason, message)
+        self.out.status["completionTime"] = rfc3339(self.now)
+        self.out.events.append(("Warning" if kind == "Failed" else "Normal", reason, message))
+
+    def run(self) -> Actions:
+        if not self.job.status.start_time:
+            self.out.status["startTime"] = rfc3339(self.now)
+        if is_terminal(self.job):
+            self.after_finish()
+        elif self.decision.error:
+            self.stop_unfinished()
+            self.finish("Failed", "EngineError", self.decision.error)
+        elif too_many_failures(self.job, self.trials):
+            self.stop_unfinished()
+            failed = sum(t.state == "FAIL" for t in self.trials)
+            self.finish("Failed", "TooManyFailedTrials",
+                        f"{failed} trials failed; spec.budget.maxFailedTrials is "
+                        f"{self.job.spec.budget.max_failed_trials}")
+        elif self.job.spec.suspend:
+            self.suspend()
+        else:
+            self.search()
+        self.write_status()
+        return self.out
+
+    def after_finish(self) -> None:
+        """Sticky: never start trials again; only make sure the promoted job exists."""
+        self.promote()
+        self.out.requeue_after = 300.0
+
+    def suspend(self) -> None:
+        for trial in self.trials:
+            if not trial.finished and not trial.suspended:
+                self.patch(trial.name, spec={"suspend": True})
+        if not is_condition_true(self.conditions, "Suspended"):
+            self.out.events.append(("Normal", "Suspended", "no new trials; running trials "
+                                                           "suspended"))
+        self.cond("Suspended", "True", "Suspended", "spec.suspend is true")
+        self.cond("Running", "False", "Suspended", "spec.suspend is true")
+        self.out.requeue_after = 30.0
+
+    def search(self) -> None:
+        if is_condition_true(self.conditions, "Suspended"):
+            for trial in self.trials:
+                if not trial.finished and trial.suspended:
+                    self.patch(trial.name, spec={"suspend": False})
+        self.cond("Suspended", "False", "NotSuspended")
+        known = {t.name for t in self.trials}
+        for name, prune in self.decision.prune.items():
+            if name in known:
+                self.patch(name, spec={"stop": True},
+                           annotations={ANNOTATION_PRUNED_AT: str(prune.resource),
+                                        ANNOTATION_RUNGS: json.dumps(prune.rungs)})
+                self.out.events.append(("Normal", "TrialPruned",
+                                        f"{name} pruned at {self.job.spec.pruner.resource} "
+                                        f"{prune.resource}"))
+        for name, rungs in self.decision.rungs.items():
+            if name in known and name not in self.decision.prune:
+                self.patch(name, annotations={ANNOTATION_RUNGS: json.dumps(rungs)})
+        allowed = set(next_indices(self.job, self.trials))
+        for proposal in self.decision.proposals:
+            if proposal.index in allowed:
+                self.out.create.append(trial_manifest(self.job, proposal))
+        unfinished = [t for t in self.trials if not t.finished]
+        budget_used = len(self.trials) >= self.job.spec.budget.max_trials
+        stop_starting = (budget_used or self.decision.exhausted
+                         or goal_reached(self.job, self.best))
+        if unfinished or self.out.create or not stop_starting:
+            self.cond("Running", "True", "TrialsRunning",
+                      f"{len(unfinished) + len(self.out.create)} trial(s) running")
+            self.out.requeue_after = 5.0 if unfinished else 10.0
+            return
+        if self.best is None:
+            self.finish("Failed", "NoCompletedTrials", "no trial completed with a value of "
+                                                       f"{self.job.spec.objective.metric}")
+            return
+        reason = "GoalReached" if goal_reached(self.job, self.best) else "Completed"
+        self.finish("Succeeded", reason, f"best trial {self.best.name}: "
+                                         f"{self.job.spec.objective.metric} {self.best.value}")
+        self.promote()
+
+    def promote(self) -> None:
+        if (not self.job.spec.promote.enabled or self.best is None
+                or not is_condition_true(self.conditions, "Succeeded")):
+            return
+        if self.job.status.promoted_train_job:
+            return  # created once; a user may delete it without the operator recreating it
+        self.out.create.append(promoted_manifest(self.job, self.best))
+        self.out.status["promotedTrainJob"] = promoted_name(self.job)
+        self.out.events.append(("Normal", "Promoted", f"created TrainJob "
+                                                      f"{promoted_name(self.job)} with the best "
+                                                      "parameters"))
+
+    def write_status(self) -> None:
+        trials = self.trials
+        counts = {
+            "created": len(trials),
+            "running": sum(not t.finished for t in trials),
+            "completed": sum(t.state == "COMPLETE" for t in trials),
+            "pruned": sum(t.state == "PRUNED" or t.name in self.decision.prune for t in trials),
+            "failed": sum(t.state == "FAIL" for t in trials),
+        }
+        status = self.out.status
+        status["observedGeneration"] = self.job.metadata.generation
+        status["trials"] = counts
+        status["trialsText"] = (f"{sum(t.finished for t in trials)}/"
+                                f"{self.job.spec.budget.max_trials}")
+        if self.best is not None and self.best.value is not None:
+            status["bestTrial"] = {"name": self.best.name, "index": self.best.index,
+                                   "value": self.best.value,
+                                   "params": params_text(self.best.params)}
+        status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                for c in self.conditions]
+        status["phase"] = derive_phase(self.conditions)
+
+
+def derive_phase(conditions: list[Condition]) -> str:
+    for kind in ("Failed", "Succeeded", "Suspended", "Running"):
+        if is_condition_true(conditions, kind):
+            return kind
+    return "Pending"
+
+
+def reconcile(job: TuneJob, trials: list[TrialObservation], decision: EngineDecision,
+              now: datetime) -> Actions:
+    """Decide everything one pass does for `job` given its trials and the engine's decision."""
+    return _Pass(job, sorted(trials, key=lambda t: t.index), decision, now).run()

@@ -1,0 +1,184 @@
+"""Trials of a TuneJob as the planners and the engine see them. Pure, no I/O.
+
+A trial is a child TrainJob named `<tunejob>-t<index>`. Everything the search needs to rebuild
+its state lives on that object: the parameters (annotation), the learning curve and final value
+(the TrainJob's reported status), and the pruner's records (annotations written with the stop
+request). Nothing lives in the operator's memory, so a restarted operator continues the same
+search.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cogwork.api.tunejob import CHOICE_FIELDS, DECIMAL_FIELDS, INTEGER_FIELDS, Parameter
+
+LABEL_TUNEJOB = "cogwork.dev/tunejob"
+LABEL_TRIAL_INDEX = "cogwork.dev/trial-index"
+LABEL_PROMOTED_FROM = "cogwork.dev/promoted-from"
+ANNOTATION_PARAMS = "cogwork.dev/trial-params"
+# Resource (epoch/step) at which the pruner stopped the trial; present = the trial is Pruned.
+ANNOTATION_PRUNED_AT = "cogwork.dev/pruned-at"
+# Values the pruner recorded at each rung it evaluated (Optuna's completed_rung_<k>), JSON list.
+ANNOTATION_RUNGS = "cogwork.dev/rungs"
+
+TrialState = Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL"]
+ParamValue = float | int | str
+Resource = Literal["epoch", "step"]
+
+
+@dataclass
+class TrialObservation:
+    """One child TrainJob, reduced to what the search needs."""
+
+    name: str
+    index: int
+    state: TrialState
+    params: dict[str, ParamValue] = field(default_factory=dict)
+    value: float | None = None  # objective, for COMPLETE trials
+    curve: dict[int, float] = field(default_factory=dict)  # resource -> objective metric
+    rungs: list[float] = field(default_factory=list)  # pruner records persisted on the trial
+    finished: bool = False  # the TrainJob reached Succeeded or Failed
+    stop_requested: bool = False
+    suspended: bool = False
+    reason: str = ""  # reason of the terminal condition
+
+    @property
+    def last_resource(self) -> int | None:
+        return max(self.curve) if self.curve else None
+
+
+def trial_name(tunejob: str, index: int) -> str:
+    return f"{tunejob}-t{index}"
+
+
+def _float(text: object) -> float | None:
+    try:
+        value = float(str(text))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _terminal(conditions: list[dict[str, Any]]) -> tuple[str, str] | None:
+    for condition in conditions:
+        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
+            return str(condition["type"]), str(condition.get("reason") or "")
+    return None
+
+
+def final_value(status: dict[str, Any], metric: str) -> float | None:
+    """The metric's last reported value, or the evaluation's field of that name."""
+    for item in (status.get("metrics") or {}).get("latest") or []:
+        if item.get("name") == metric:
+            return _float(item.get("value"))
+    evaluation = status.get("evaluation") or {}
+    return _float(evaluation[metric]) if evaluation.get(metric) is not None else None
+
+
+def learning_curve(spec: dict[str, Any], status: dict[str, Any], metric: str,
+                   resource: Resource) -> dict[int, float]:
+    """Resource -> metric from the trial's (thinned) history and latest report.
+
+    The trainer reports val_accuracy of the model after the completed epochs, so a point at step
+    s belongs to epoch s // stepsPerEpoch; stepsPerEpoch = totalSteps / task.epochs.
+    """
+    progress = status.get("progress") or {}
+    metrics = status.get("metrics") or {}
+    points = [(p.get("step"), (p.get("values") or {}).get(metric))
+              for p in metrics.get("history") or []]
+    latest = final_value({"metrics": {"latest": metrics.get("latest") or []}}, metric)
+    if latest is not None and progress.get("step") is not None:
+        points.append((progress["step"], latest))
+    epochs = (spec.get("task") or {}).get("epochs")
+    total = progress.get("totalSteps")
+    per_epoch = total // epochs if isinstance(total, int) and epochs and total >= epochs else None
+    curve: dict[int, float] = {}
+    for step, raw in sorted((p for p in points if isinstance(p[0], int)), key=lambda p: p[0]):
+        value = _float(raw) if raw is not None else None
+        if value is None:
+            continue
+        if resource == "step":
+            curve[step] = value
+        elif per_epoch:
+            curve.setdefault(step // per_epoch, value)  # first report of an epoch's value
+    if resource == "epoch" and not per_epoch and latest is not None and progress.get("epoch"):
+        curve[int(progress["epoch"])] = latest  # script trials: only the latest point is placed
+    curve.pop(0, None)  # nothing is learned at resource 0
+    return curve
+
+
+def observe_trial(body: dict[str, Any], metric: str, resource: Resource) -> TrialObservation | None:
+    """A child TrainJob as a trial, or None when it is not one (no index label)."""
+    meta = body.get("metadata") or {}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    try:
+        index = int(labels[LABEL_TRIAL_INDEX])
+    except (KeyError, ValueError):
+        return None
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    try:
+        params = json.loads(annotations.get(ANNOTATION_PARAMS) or "{}")
+        rungs = [float(v) for v in json.loads(annotations.get(ANNOTATION_RUNGS) or "[]")]
+    except (ValueError, TypeError):
+        params, rungs = {}, []
+    terminal = _terminal(status.get("conditions") or [])
+    pruned = ANNOTATION_PRUNED_AT in annotations
+    value = final_value(status, metric)
+    state: TrialState = "RUNNING"
+    if terminal is not None:
+        kind, reason = terminal
+        if pruned or reason == "Stopped":
+            state = "PRUNED"
+        elif kind == "Succeeded":
+            state = "COMPLETE" if value is not None else "FAIL"
+        else:
+            state = "FAIL"
+    elif pruned:
+        state = "PRUNED"  # stopping: the pruner's decision is already final
+    return TrialObservation(
+        name=str(meta.get("name", "")), index=index, state=state,
+        params=params if isinstance(params, dict) else {},
+        value=value if state == "COMPLETE" else None,
+        curve=learning_curve(spec, status, metric, resource), rungs=rungs,
+        finished=terminal is not None, stop_requested=bool(spec.get("stop")),
+        suspended=bool(spec.get("suspend")), reason=terminal[1] if terminal else "")
+
+
+# -- parameters -> TrainJob fields ------------------------------------------------------------
+
+def value_text(value: ParamValue) -> str:
+    """A parameter as API text: floats without binary noise, in the decimal pattern."""
+    if isinstance(value, float):
+        return format(value, ".10g")
+    return str(value)
+
+
+def apply_params(template: dict[str, Any], parameters: list[Parameter],
+                 params: dict[str, ParamValue]) -> dict[str, Any]:
+    """The trial's TrainJob spec: the template with each parameter written to its field/env."""
+    spec = copy.deepcopy(template)
+    for parameter in parameters:
+        if parameter.name not in params:
+            continue
+        value = params[parameter.name]
+        if parameter.env is not None:
+            env = [e for e in spec.get("env") or [] if e.get("name") != parameter.env]
+            spec["env"] = [*env, {"name": parameter.env, "value": value_text(value)}]
+            continue
+        assert parameter.field is not None  # the model guarantees field xor env
+        section, key = parameter.field.split(".", 1)
+        target = spec.setdefault(section, {})
+        if parameter.field in INTEGER_FIELDS:
+            target[key] = int(value)
+        elif parameter.field in DECIMAL_FIELDS or parameter.field in CHOICE_FIELDS:
+            target[key] = value_text(value)
+    return spec
+
+
+def params_text(params: dict[str, ParamValue]) -> dict[str, str]:
+    return {name: value_text(value) for name, value in sorted(params.items())}
