@@ -1,0 +1,139 @@
+"""Pre-labeling: fit a model on the seed labels (if none is given) and score the pool in shards.
+
+    python -m cogwork_trainer.labeling.prelabel fit               # -> $output/model.pt
+    python -m cogwork_trainer.labeling.prelabel score [--shard-index I --shard-count N]
+
+Under torchrun each pod is one rank: shard index/count default to RANK/WORLD_SIZE, so the
+operator shards the pool with the TrainJob pod contract and nothing else. A shard is written
+once, atomically, as `$output/shards/probs-<i>-of-<n>.npz`; re-running a shard overwrites it with
+the same content, so a restarted pod is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import known
+from .config import LabelConfig, LabelConfigError, from_env
+from .learner import Classifier, fit_classifier, load_classifier
+from .pool import Pool, load_pool, shard_bounds
+
+log = logging.getLogger("cogwork_trainer.labeling")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+    start: int  # pool positions [start, stop)
+    stop: int
+    probs: np.ndarray  # float32, (stop - start, classes)
+    seconds: float  # scoring time only (not model loading)
+    model_version: str
+
+    @property
+    def items_per_second(self) -> float:
+        return (self.stop - self.start) / self.seconds if self.seconds > 0 else 0.0
+
+
+def shard_path(output: str | Path, index: int, count: int) -> Path:
+    return Path(output) / "shards" / f"probs-{index:05d}-of-{count:05d}.npz"
+
+
+def open_pool(cfg: LabelConfig, classes: tuple[str, ...] | None = None) -> Pool:
+    return load_pool(cfg.pool_dataset, cfg.pool_path, cfg.id_field, classes)
+
+
+def fit_seed_model(cfg: LabelConfig) -> Classifier:
+    """The demo path without a TrainJob: train on seed (and reviewed) labels, save model.pt."""
+    pool = open_pool(cfg)
+    labels = known.resolve(cfg, pool).training()
+    if not labels:
+        raise LabelConfigError("no model given and no seed labels to fit one on")
+    positions = np.asarray(list(labels), dtype=np.int64)
+    model = fit_classifier(pool.x[positions], np.asarray(list(labels.values())), pool.classes,
+                           cfg.random_seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    model.save(cfg.out / "model.pt")
+    return model
+
+
+def score_shard(pool: Pool, model: Classifier, index: int, count: int, batch_size: int,
+                model_version: str) -> Shard:
+    start, stop = shard_bounds(len(pool), index, count)
+    t0 = time.perf_counter()
+    probs = model.predict_proba(pool.x[start:stop], batch_size=batch_size)
+    return Shard(index, count, start, stop, probs, time.perf_counter() - t0, model_version)
+
+
+def write_shard(output: str | Path, shard: Shard) -> Path:
+    path = shard_path(output, shard.index, shard.count)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez keeps a name ending in .npz
+    np.savez(tmp, start=shard.start, stop=shard.stop, probs=shard.probs,
+             seconds=shard.seconds, model_version=shard.model_version)
+    os.replace(tmp, path)
+    return path
+
+
+def read_shards(output: str | Path, count: int, pool_size: int) -> tuple[np.ndarray, list[Shard]]:
+    """Every shard of a run of `count`, checked to tile the pool exactly; (probs, shards)."""
+    shards = []
+    for index in range(count):
+        path = shard_path(output, index, count)
+        if not path.is_file():
+            raise FileNotFoundError(f"shard {index} of {count} is missing: {path}")
+        with np.load(path, allow_pickle=False) as f:
+            shards.append(Shard(index, count, int(f["start"]), int(f["stop"]),
+                                np.asarray(f["probs"]), float(f["seconds"]),
+                                str(f["model_version"])))
+    expected = [shard_bounds(pool_size, i, count) for i in range(count)]
+    if [(s.start, s.stop) for s in shards] != expected:
+        raise ValueError("shards do not tile the pool (pool changed between scoring and merge?)")
+    return np.concatenate([s.probs for s in shards]), shards
+
+
+def _rank_default(name: str, fallback: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else fallback
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m cogwork_trainer.labeling.prelabel")
+    parser.add_argument("step", choices=["fit", "score"])
+    parser.add_argument("--shard-index", type=int, default=_rank_default("RANK", 0))
+    parser.add_argument("--shard-count", type=int, default=_rank_default("WORLD_SIZE", 1))
+    args = parser.parse_args(argv)
+    try:
+        cfg = from_env()
+        if args.step == "fit":
+            fit_seed_model(cfg)
+            log.info("fitted a model on the seed labels: %s", cfg.out / "model.pt")
+            return 0
+        model = load_classifier(cfg.scoring_model)
+        pool = open_pool(cfg, model.classes)
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        shard = score_shard(pool, model, args.shard_index, args.shard_count,
+                            cfg.inference_batch, cfg.model_version)
+    except (LabelConfigError, ValueError, OSError) as e:  # retrying cannot fix these
+        log.error("cannot pre-label: %s", e)
+        return 2
+    path = write_shard(cfg.output, shard)
+    log.info("shard %d/%d: %d items in %.2fs (%.0f items/s) -> %s", shard.index, shard.count,
+             shard.stop - shard.start, shard.seconds, shard.items_per_second, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
