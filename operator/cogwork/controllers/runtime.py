@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
+from cogwork import kube, metrics
+from cogwork.api.common import rfc3339
 from cogwork.controllers.config import OperatorConfig
 from cogwork.plan.trainjob import RenderSettings
+
+log = logging.getLogger(__name__)
+ERROR_RETRY_S = 5.0
+INVALID_RECHECK_S = 300.0
 
 _wakeups: dict[tuple[str, str, str], asyncio.Event] = {}
 
@@ -56,6 +66,58 @@ async def sleep(controller: str, namespace: str, name: str, seconds: float,
             _wakeups.pop(key, None)
 
 
+def spec_changed(body: Any) -> bool:
+    """Whether the spec moved past what status last reflected. Our own status writes do not
+    bump the generation, so only spec changes need a prompt pass."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    return bool(meta.get("generation") != status.get("observedGeneration"))
+
+
 def status_changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
     """Skip no-op writes: they would cost an API call and wake every watcher."""
     return any(current.get(key) != value for key, value in patch.items())
+
+
+async def run_daemon(controller: str, namespace: str, name: str, stopped: kopf.DaemonStopped,
+                     one_pass: Callable[[], Awaitable[float | None]]) -> None:
+    """A per-object reconcile loop: pass, sleep until woken or due, repeat until stopped or the
+    pass returns None (the object is gone). A pass that raises is retried, never fatal."""
+    metrics.ACTIVE_RECONCILERS.labels(controller).inc()
+    try:
+        while not stopped:
+            started = time.monotonic()
+            try:
+                delay = await one_pass()
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(controller).inc()
+                metrics.RECONCILE_TOTAL.labels(controller, "error").inc()
+                log.exception("reconcile of %s %s/%s failed; retrying", controller, namespace,
+                              name)
+                delay = ERROR_RETRY_S
+            finally:
+                metrics.RECONCILE_TIME.labels(controller).observe(time.monotonic() - started)
+            if delay is None:
+                return
+            await sleep(controller, namespace, name, delay, stopped)
+    finally:
+        metrics.ACTIVE_RECONCILERS.labels(controller).dec()
+
+
+async def report_invalid(plural: str, namespace: str, name: str, body: dict[str, Any],
+                         err: ValidationError) -> float:
+    """What the schema could not catch becomes a Failed condition that names the field.
+
+    Returns the delay until the object is looked at again (a spec change wakes it sooner)."""
+    first = err.errors()[0]
+    message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    status = body.get("status") or {}
+    if any(c.get("reason") == "InvalidSpec" and c.get("message") == message
+           for c in status.get("conditions", [])):
+        return INVALID_RECHECK_S
+    condition = {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": message,
+                 "lastTransitionTime": rfc3339(),
+                 "observedGeneration": body.get("metadata", {}).get("generation")}
+    await asyncio.to_thread(kube.patch_custom_status, plural, namespace, name,
+                            {"phase": "Failed", "conditions": [condition]})
+    kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
+    return INVALID_RECHECK_S

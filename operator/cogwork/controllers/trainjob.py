@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ import kopf
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import GROUP, VERSION, rfc3339
+from cogwork.api.common import GROUP, VERSION
 from cogwork.api.trainjob import TrainJob
 from cogwork.controllers import runtime
 from cogwork.plan.trainjob import observe_pod
@@ -44,10 +43,7 @@ def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
 def trainjob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
-    # Our own status writes do not bump the generation; only spec changes need a prompt pass.
-    if body.get("metadata", {}).get("generation") != body.get("status", {}).get(
-        "observedGeneration"
-    ):
+    if runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
 
 
@@ -55,42 +51,25 @@ def trainjob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> No
 async def run_trainjob(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
                        trainjob_pods: kopf.Index[tuple[str, str], dict[str, Any]],
                        **_: Any) -> None:
-    metrics.ACTIVE_RECONCILERS.labels(CONTROLLER).inc()
-    try:
-        while not stopped:
-            delay = await reconcile_once(namespace, name, body, trainjob_pods)
-            if delay is None:
-                return
-            await runtime.sleep(CONTROLLER, namespace, name, delay, stopped)
-    finally:
-        metrics.ACTIVE_RECONCILERS.labels(CONTROLLER).dec()
+    await runtime.run_daemon(CONTROLLER, namespace, name, stopped,
+                             lambda: reconcile_once(namespace, name, body, trainjob_pods))
 
 
 async def reconcile_once(namespace: str, name: str, body: kopf.Body,
                          index: kopf.Index[tuple[str, str], dict[str, Any]]) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
-    started = time.monotonic()
+    snapshot = dict(body)
     try:
-        snapshot = dict(body)
-        try:
-            job = TrainJob.model_validate(snapshot)
-        except ValidationError as err:
-            await _report_invalid(namespace, name, snapshot, err)
-            return 300.0
-        pods = [observe_pod(p) for p in index.get((namespace, name), [])]
-        actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings())
-        if not await apply(namespace, name, snapshot, actions):
-            metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
-            return STALE_RETRY_S
-        metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
-        return None if actions.delete_job else actions.requeue_after
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(CONTROLLER).inc()
-        metrics.RECONCILE_TOTAL.labels(CONTROLLER, "error").inc()
-        log.exception("reconcile of %s/%s failed; retrying", namespace, name)
-        return 5.0
-    finally:
-        metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
+        job = TrainJob.model_validate(snapshot)
+    except ValidationError as err:
+        return await runtime.report_invalid("trainjobs", namespace, name, snapshot, err)
+    pods = [observe_pod(p) for p in index.get((namespace, name), [])]
+    actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings())
+    if not await apply(namespace, name, snapshot, actions):
+        metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
+        return STALE_RETRY_S
+    metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
+    return None if actions.delete_job else actions.requeue_after
 
 
 async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> bool:
@@ -123,22 +102,3 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
                   message="spec.ttlSecondsAfterFinished passed")
         await asyncio.to_thread(kube.delete_custom, "trainjobs", namespace, name)
     return True
-
-
-async def _report_invalid(namespace: str, name: str, body: dict[str, Any],
-                          err: ValidationError) -> None:
-    """What the schema could not catch becomes a Failed condition that names the field."""
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = f"{where}: {first['msg']}"
-    status = body.get("status") or {}
-    if any(c.get("reason") == "InvalidSpec" and c.get("message") == message
-           for c in status.get("conditions", [])):
-        return
-    now = rfc3339()
-    condition = {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": message,
-                 "lastTransitionTime": now,
-                 "observedGeneration": body.get("metadata", {}).get("generation")}
-    await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name,
-                            {"phase": "Failed", "conditions": [condition]})
-    kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
