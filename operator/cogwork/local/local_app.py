@@ -1,0 +1,100 @@
+"""TrainJob -> the torchx AppDefs `cogwork run` submits to the local scheduler. Pure, no I/O.
+
+The roles come from `cogwork.plan.torchx_app.build_app`, exactly as for the cluster; only what a
+pod gets from Kubernetes is replaced by local equivalents: a loopback rendezvous endpoint on a
+free port, directories under the work dir instead of volumes, progress printed to stdout instead
+of POSTed to the operator. The store and the workers are submitted as two apps: the store never
+exits on its own (like its pod), so the workers' app alone tells when the job is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchx import specs
+
+from cogwork.api import contract
+from cogwork.api.trainjob import TrainJob
+from cogwork.plan.settings import RenderSettings
+from cogwork.plan.torchx_app import RDZV_ROLE, WORKER_ROLE, build_app, role
+from cogwork.plan.trainjob import UNSET_UID, desired_node_count
+
+LOOPBACK = "127.0.0.1"
+LOCAL_NAMESPACE = "local"
+CHECKPOINTS = "checkpoints"
+NODES = "nodes"
+LOGS = "logs"
+
+
+class LocalPlanError(ValueError):
+    """The manifest is valid but cannot run on this machine (e.g. data in a cluster volume)."""
+
+
+@dataclass(frozen=True)
+class LocalApps:
+    store: specs.AppDef  # one replica: the c10d TCPStore on `port`
+    workers: specs.AppDef  # one replica per node: torchrun
+    port: int
+    nodes: int
+    checkpoint_dir: Path
+
+
+def check_runnable(job: TrainJob) -> None:
+    data = job.spec.data
+    if data is not None and data.claim_name is not None:
+        raise LocalPlanError(
+            f"spec.data.claimName={data.claim_name!r}: a PersistentVolumeClaim exists only in a "
+            "cluster; locally give spec.data.path as a path on this machine")
+    if data is not None and data.from_label_job is not None:
+        raise LocalPlanError(
+            f"spec.data.fromLabelJob={data.from_label_job!r} is resolved by the operator; "
+            "locally give spec.data.path (the LabelJob's output .npz)")
+
+
+def local_env(workdir: Path) -> dict[str, str]:
+    """Contract env that points at Kubernetes things, replaced by their local equivalents."""
+    node_dir = workdir / NODES / str(specs.macros.replica_id)
+    return {
+        "COGWORK_CHECKPOINT_DIR": str(workdir / CHECKPOINTS),
+        # No operator writes control annotations here; unset, the ranks skip the per-step poll.
+        "COGWORK_CONTROL_DIR": "",
+        # No report endpoint: rank 0 prints `COGWORK_PROGRESS {json}` lines that we parse.
+        "COGWORK_REPORT_URL": "",
+        "COGWORK_REPORT_TOKEN_FILE": "",
+        "COGWORK_REPORT_CA": "",
+        # One heartbeat per node, as each pod has its own /tmp.
+        "COGWORK_HEARTBEAT_FILE": str(node_dir / "heartbeat"),
+    }
+
+
+def local_apps(job: TrainJob, *, workdir: Path, port: int, python: str,
+               job_uid: str | None = None) -> LocalApps:
+    """The store and worker apps for `job`, with the worker count at the desired node count."""
+    check_runnable(job)
+    uid = job_uid or job.metadata.uid or UNSET_UID
+    settings = RenderSettings(python=python)
+    app = build_app(job, job_uid=uid, namespace=job.metadata.namespace or LOCAL_NAMESPACE,
+                    settings=settings, endpoint=f"{LOOPBACK}:{port}", local_addr=LOOPBACK)
+    store_role = role(app, RDZV_ROLE)
+    store_role = dataclasses.replace(
+        store_role,
+        args=["-m", contract.RDZV_STORE_MODULE, "--host", LOOPBACK, "--port", str(port)],
+        port_map={"c10d": port},
+    )
+    worker_role = role(app, WORKER_ROLE)
+    nodes = desired_node_count(job.spec)
+    worker_role = dataclasses.replace(
+        worker_role,
+        num_replicas=nodes,
+        env={**worker_role.env, **local_env(workdir)},
+    )
+    name = job.metadata.name
+    return LocalApps(
+        store=specs.AppDef(name=f"{name}-{RDZV_ROLE}", roles=[store_role]),
+        workers=specs.AppDef(name=name, roles=[worker_role]),
+        port=port,
+        nodes=nodes,
+        checkpoint_dir=workdir / CHECKPOINTS,
+    )
