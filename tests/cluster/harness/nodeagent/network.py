@@ -24,6 +24,7 @@ BRIDGE = "cwbr0"
 BRIDGE_IP = "10.244.0.1"
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 STATE_DIR = Path("/run/cogwork/ipam")
+AGENTS_DIR = Path("/run/cogwork/agents")  # one file per live agent: the bridge's users
 NETNS_ETC = Path("/etc/netns")
 IP = shutil.which("ip") or "/usr/sbin/ip"
 
@@ -67,6 +68,9 @@ class Network:
 
     # -- bridge -------------------------------------------------------------------------
     def ensure_bridge(self) -> None:
+        # Register first: an agent stopping now sees us and leaves the bridge in place.
+        AGENTS_DIR.mkdir(parents=True, exist_ok=True)
+        (AGENTS_DIR / str(os.getpid())).touch()
         if ip_cmd("link", "show", BRIDGE, check=False).returncode != 0:
             created = ip_cmd("link", "add", BRIDGE, "type", "bridge", check=False)
             if created.returncode != 0 and "exists" not in created.stderr:
@@ -78,8 +82,10 @@ class Network:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
 
     def remove_bridge_if_unused(self) -> None:
+        (AGENTS_DIR / str(os.getpid())).unlink(missing_ok=True)
+        others = [p for p in AGENTS_DIR.glob("*") if p.name.isdigit() and _pid_alive(int(p.name))]
         ports = ip_cmd("-o", "link", "show", "master", BRIDGE, check=False).stdout.strip()
-        if not ports and not any(STATE_DIR.glob("*")):
+        if not others and not ports and not any(STATE_DIR.glob("*")):
             ip_cmd("link", "del", BRIDGE, check=False)
 
     # -- IPAM ---------------------------------------------------------------------------
