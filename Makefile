@@ -12,7 +12,7 @@ export GOTOOLCHAIN := local
 export CGO_ENABLED := 0
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: all venv cluster-binary celcheck cluster demo test test-unit test-cluster lint crds clean
+.PHONY: all venv cluster-binary celcheck helm cluster demo test test-unit test-cluster lint crds clean
 
 all: venv cluster-binary celcheck
 
@@ -39,6 +39,18 @@ $(BUILD)/celcheck: tests/unit/api/celcheck/go.mod tests/unit/api/celcheck/go.sum
 celcheck: $(BUILD)/celcheck
 export COGWORK_CELCHECK := $(CURDIR)/$(BUILD)/celcheck
 
+# A real helm for `helm lint` and `helm install` against the test apiserver (tests/cluster).
+HELM_VERSION := v3.22.0
+# What helm's own Makefile sets: its version, and the Kubernetes version `helm template` and
+# `helm lint` assume offline (else v1.20, older than our chart's kubeVersion).
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  $(foreach pkg,pkg/lint/rules pkg/chartutil,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 \
+  -X helm.sh/helm/v3/$(pkg).k8sVersionMinor=36)
+$(BUILD)/helm:
+	mkdir -p $(BUILD)
+	GOBIN=$(CURDIR)/$(BUILD) go install -trimpath -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+helm: $(BUILD)/helm
+
 # A local control plane + node agent for a person; prints the KUBECONFIG export line.
 cluster: venv cluster-binary
 	$(PY) -m harness up
@@ -48,6 +60,7 @@ demo: venv cluster-binary
 
 crds: venv
 	$(PY) -m cogwork.api.crdgen --write crds/
+	cp crds/*.yaml charts/cogwork/crds/
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -60,7 +73,7 @@ test-unit: venv celcheck
 test-cluster: venv cluster-binary
 	$(PY) -m pytest tests/cluster tests/e2e -q -x
 
-test: lint venv cluster-binary celcheck
+test: lint venv cluster-binary celcheck helm
 	$(PY) -m pytest tests -q -rs --durations=15
 
 clean:

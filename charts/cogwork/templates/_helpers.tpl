@@ -12,3 +12,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+{{- define "cogwork.serviceAccountName" -}}
+{{- .Values.serviceAccount.name | default (include "cogwork.fullname" .) -}}
+{{- end -}}
+{{/* Secret holding the report endpoint's tls.crt/tls.key/ca.crt; empty in mode operator. */}}
+{{- define "cogwork.reportTLSSecret" -}}
+{{- $tls := .Values.report.tls -}}
+{{- if eq $tls.mode "secret" -}}{{ required "report.tls.secretName is required in mode secret" $tls.secretName }}
+{{- else if or (eq $tls.mode "helm") (eq $tls.mode "certManager") -}}{{ include "cogwork.fullname" . }}-report-tls
+{{- end -}}
+{{- end -}}
+{{/* Namespaces that get the trainer ServiceAccount. */}}
+{{- define "cogwork.trainerNamespaces" -}}
+{{- $all := concat (list .Release.Namespace) .Values.watchNamespaces .Values.trainer.serviceAccount.extraNamespaces -}}
+{{- toJson (uniq $all) -}}
+{{- end -}}

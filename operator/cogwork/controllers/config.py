@@ -23,6 +23,9 @@ class OperatorConfig:
     # Extra env for every training pod ("K=V,K2=V2"): operator-level knobs such as
     # COGWORK_STEP_DELAY_SECONDS, which users cannot set (COGWORK_* names are reserved).
     trainer_extra_env: dict[str, str]
+    # Port of the Prometheus /metrics endpoint (the chart sets it); 0, the default, is off so
+    # that several local operators never race for one port.
+    metrics_port: int
 
     @staticmethod
     def from_env() -> OperatorConfig:
@@ -48,6 +51,7 @@ class OperatorConfig:
                 for item in os.environ.get("COGWORK_TRAINER_EXTRA_ENV", "").split(",")
                 if "=" in item
             ),
+            metrics_port=int(os.environ.get("COGWORK_METRICS_PORT", "0")),
         )
 
 

@@ -17,8 +17,9 @@ import kopf
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import rfc3339
+from cogwork.api.common import set_condition
 from cogwork.controllers.config import OperatorConfig
+from cogwork.plan.kstatus import with_kstatus
 from cogwork.plan.trainjob import RenderSettings
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,13 @@ async def report_invalid(plural: str, namespace: str, name: str, body: dict[str,
     if any(c.get("reason") == "InvalidSpec" and c.get("message") == message
            for c in status.get("conditions", [])):
         return INVALID_RECHECK_S
-    condition = {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": message,
-                 "lastTransitionTime": rfc3339(),
-                 "observedGeneration": body.get("metadata", {}).get("generation")}
+    generation = body.get("metadata", {}).get("generation")
+    failed = set_condition([], "Failed", "True", "InvalidSpec", message,
+                           observed_generation=generation)
+    conditions = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                  for c in with_kstatus(failed, "Failed", generation)]
     await asyncio.to_thread(kube.patch_custom_status, plural, namespace, name,
-                            {"phase": "Failed", "conditions": [condition]})
+                            {"phase": "Failed", "conditions": conditions,
+                             "observedGeneration": generation})
     kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
     return INVALID_RECHECK_S

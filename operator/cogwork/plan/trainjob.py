@@ -236,10 +236,10 @@ def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
                 annotations, pod_spec)
 
 
-def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None
-                   ) -> dict[str, Any]:
+def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None,
+                   resolved_data: DataLocation | None = None) -> dict[str, Any]:
     """Pod `<job>-rdzv`: the c10d TCPStore, so that no worker is special."""
-    app = app if app is not None else _app(job, settings, None)
+    app = app if app is not None else _app(job, settings, resolved_data)
     rdzv_role = role(app, RDZV_ROLE)
     container = _container(RDZV_CONTAINER, rdzv_role, job, downward=False,
                            resources=_quantities(settings.rdzv_cpu, settings.rdzv_memory))

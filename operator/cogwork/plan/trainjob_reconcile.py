@@ -15,6 +15,8 @@ from typing import Any
 from cogwork.api.common import Condition, is_condition_true, rfc3339, set_condition
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan import trainjob as render
+from cogwork.plan.kstatus import with_kstatus
+from cogwork.plan.torchx_app import DataLocation
 from cogwork.plan.trainjob import FailureAction, PodObservation, RenderSettings, classify_failure
 
 TERMINAL = ("Succeeded", "Failed")
@@ -50,8 +52,9 @@ class _Pass:
     """One reconcile pass; collects actions and status changes."""
 
     def __init__(self, job: TrainJob, pods: list[PodObservation], now: datetime,
-                 settings: RenderSettings) -> None:
+                 settings: RenderSettings, resolved_data: DataLocation | None = None) -> None:
         self.job, self.spec, self.now, self.settings = job, job.spec, now, settings
+        self.resolved_data = resolved_data  # spec.data.fromLabelJob, resolved by the controller
         self.status = job.status
         self.conditions: list[Condition] = list(job.status.conditions)
         self.generation = job.metadata.generation
@@ -193,7 +196,8 @@ class _Pass:
         if rdzv is None:
             if not self.out.create:
                 self.ensure_dependencies()
-            self.out.create.append(render.rendezvous_pod(self.job, self.settings))
+            self.out.create.append(render.rendezvous_pod(self.job, self.settings,
+                                                         resolved_data=self.resolved_data))
             if self.active:  # the store vanished under a running group
                 self.restart_all("RendezvousLost", None)
             return False
@@ -276,7 +280,8 @@ class _Pass:
                 continue
             if not self.out.create:
                 self.ensure_dependencies()
-            self.out.create.append(render.worker_pod(self.job, index, self.settings))
+            self.out.create.append(render.worker_pod(self.job, index, self.settings,
+                                                      resolved_data=self.resolved_data))
             if index in self.active:  # it existed last pass and vanished without a trace
                 self.restart(render.worker_name(self.job, index), "PodLost", None, "RestartNode")
             self.active.add(index)
@@ -355,12 +360,14 @@ class _Pass:
             status["lastRestartTime"] = self.last_restart
         if self.last_failure:
             status["lastFailure"] = self.last_failure
-        status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                                for c in self.conditions]
         status["phase"] = render.derive_phase(self.conditions)
+        conditions = with_kstatus(self.conditions, status["phase"], self.generation, self.now)
+        status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                for c in conditions]
 
 
 def reconcile(job: TrainJob, pods: list[PodObservation], now: datetime,
-              settings: RenderSettings) -> Actions:
-    """Decide everything one pass does for `job` given its observed child pods."""
-    return _Pass(job, pods, now, settings).run()
+              settings: RenderSettings, resolved_data: DataLocation | None = None) -> Actions:
+    """Decide everything one pass does for `job` given its observed child pods
+    (`resolved_data`: where spec.data.fromLabelJob points, when it is set)."""
+    return _Pass(job, pods, now, settings, resolved_data).run()

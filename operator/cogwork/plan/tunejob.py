@@ -17,6 +17,7 @@ from typing import Any
 from cogwork.api.common import API_VERSION, Condition, is_condition_true, rfc3339, set_condition
 from cogwork.api.common import to_wire as _to_wire
 from cogwork.api.tunejob import TuneJob
+from cogwork.plan.kstatus import with_kstatus
 from cogwork.plan.tunejob_trials import (
     ANNOTATION_PARAMS,
     ANNOTATION_PRUNED_AT,
@@ -280,9 +281,11 @@ class _Pass:
             status["bestTrial"] = {"name": self.best.name, "index": self.best.index,
                                    "value": self.best.value,
                                    "params": params_text(self.best.params)}
-        status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                                for c in self.conditions]
         status["phase"] = derive_phase(self.conditions)
+        conditions = with_kstatus(self.conditions, status["phase"],
+                                  self.job.metadata.generation, self.now)
+        status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                for c in conditions]
 
 
 def derive_phase(conditions: list[Condition]) -> str:
