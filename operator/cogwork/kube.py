@@ -217,3 +217,61 @@ def delete_custom(plural: str, namespace: str, name: str) -> bool:
         if _status(err) == 404:
             return False
         raise
+
+
+# -- other groups' custom resources (Katib's Experiment) ---------------------------------------
+class NotServed(Exception):
+    """The API serves no such resource: its CRD is not installed."""
+
+
+class Rejected(Exception):
+    """The apiserver or an admission webhook refused the object; the message says why."""
+
+
+def _not_served(err: ApiException) -> bool:
+    # A missing object's 404 names it in `details`; a missing resource's 404 does not.
+    return _status(err) == 404 and '"name"' not in (err.body or "")
+
+
+def create_namespaced_object(group: str, version: str, plural: str, namespace: str,
+                             body: dict[str, Any]) -> bool:
+    """Create any namespaced custom object; False if it already exists."""
+    try:
+        with_retries(lambda: custom().create_namespaced_custom_object(
+            group, version, namespace, plural, body))
+        return True
+    except ApiException as err:
+        if _status(err) == 409:
+            return False
+        if _not_served(err):
+            raise NotServed(f"{plural}.{group}/{version}") from err
+        if _status(err) in (400, 403, 422):
+            raise Rejected(str(err.body or err.reason)) from err
+        raise
+
+
+def get_namespaced_object(group: str, version: str, plural: str, namespace: str,
+                          name: str) -> dict[str, Any] | None:
+    """Read any namespaced custom object; None if absent, NotServed if the resource is."""
+    try:
+        return with_retries(  # type: ignore[no-any-return]
+            lambda: custom().get_namespaced_custom_object(group, version, namespace, plural,
+                                                          name))
+    except ApiException as err:
+        if _not_served(err):
+            raise NotServed(f"{plural}.{group}/{version}") from err
+        if _status(err) == 404:
+            return None
+        raise
+
+
+def patch_namespaced_object(group: str, version: str, plural: str, namespace: str, name: str,
+                            patch: dict[str, Any]) -> None:
+    try:
+        with_retries(lambda: custom().patch_namespaced_custom_object(
+            group, version, namespace, plural, name, patch))
+    except ApiException as err:
+        if _status(err) in (400, 403, 422):
+            raise Rejected(str(err.body or err.reason)) from err
+        if _status(err) != 404:
+            raise

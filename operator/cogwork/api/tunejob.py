@@ -113,7 +113,8 @@ class TuneJobSpec(SpecModel):
                            description="Trial counts.")
     engine: Literal["builtin", "katib"] = Field(
         default="builtin", description="builtin (Optuna in the operator, stateless) or katib "
-                                       "(not yet implemented).")
+                                       "(a Katib Experiment whose trials are TrainJobs; "
+                                       "needs Katib installed).")
     trial_template: TrainJobSpec = Field(description="The TrainJob spec every trial starts "
                                                      "from; parameters overwrite their fields.")
     promote: Promote = Field(default_factory=Promote, json_schema_extra=_defaults_of(Promote),

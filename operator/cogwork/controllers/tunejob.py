@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from cogwork import kube, metrics
 from cogwork.api.common import GROUP, VERSION
 from cogwork.api.tunejob import TuneJob
-from cogwork.controllers import runtime
+from cogwork.controllers import runtime, tunejob_katib
 from cogwork.plan.tunejob import Actions, reconcile
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB, observe_trial
 from cogwork.tuning import builtin
@@ -49,19 +49,25 @@ def tunejob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> Non
 @kopf.daemon(GROUP, VERSION, "tunejobs", cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def run_tunejob(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
                       tunejob_trials: kopf.Index[tuple[str, str], dict[str, Any]],
-                      **_: Any) -> None:
+                      **kwargs: Any) -> None:
+    # Katib Experiments by TuneJob; Kopf fills it only if their CRD was served at start-up.
+    experiments = kwargs.get("tunejob_experiments")
     await runtime.run_daemon(CONTROLLER, namespace, name, stopped,
-                             lambda: reconcile_once(namespace, name, body, tunejob_trials))
+                             lambda: reconcile_once(namespace, name, body, tunejob_trials,
+                                                    experiments))
 
 
 async def reconcile_once(namespace: str, name: str, body: kopf.Body,
-                         index: kopf.Index[tuple[str, str], dict[str, Any]]) -> float:
+                         index: kopf.Index[tuple[str, str], dict[str, Any]],
+                         experiments: tunejob_katib.ExperimentIndex | None = None) -> float:
     """One pass; returns seconds until the next one."""
     snapshot = dict(body)
     try:
         job = TuneJob.model_validate(snapshot)
     except ValidationError as err:
         return await runtime.report_invalid("tunejobs", namespace, name, snapshot, err)
+    if job.spec.engine == "katib":
+        return await tunejob_katib.reconcile_once(namespace, name, snapshot, job, experiments)
     objective, pruner = job.spec.objective, job.spec.pruner
     observed = (observe_trial(b, objective.metric, pruner.resource)
                 for b in index.get((namespace, name), []))
