@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
-from cogwork import kube
+from cogwork import kube, metrics
+from cogwork.controllers import job_metrics as _job_metrics  # noqa: F401  (registers handlers)
+from cogwork.controllers import labeljob as _labeljob  # noqa: F401  (registers handlers)
 from cogwork.controllers import report, runtime
 from cogwork.controllers import trainjob as _trainjob  # noqa: F401  (registers handlers)
 from cogwork.controllers import tunejob as _tunejob  # noqa: F401  (registers handlers)
 
 PREFIX = "cogwork.dev"
+API_THREADS = 16
 
 
 @kopf.on.startup()
@@ -33,10 +38,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.reporting_component = "cogwork-operator"
     settings.posting.level = logging.INFO
     kube.load()
+    # Every API call runs in a worker thread and mostly waits on the apiserver: asyncio's
+    # default pool (CPU count + 4 threads) caps the create rate of a burst of new jobs.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="kube"))
     cfg = runtime.config()
     memo.report_runner = await report.serve(
         cfg.report_listen_host, cfg.report_listen_port, cfg.report_cert_file, cfg.report_key_file
     )
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
 
 
 @kopf.on.cleanup()

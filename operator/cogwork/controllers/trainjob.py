@@ -16,9 +16,10 @@ import kopf
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import GROUP, VERSION
+from cogwork.api.common import GROUP, VERSION, is_condition_true
 from cogwork.api.trainjob import TrainJob
 from cogwork.controllers import runtime
+from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
 from cogwork.plan.trainjob import observe_pod
 from cogwork.plan.trainjob_reconcile import Actions, reconcile
 
@@ -27,6 +28,7 @@ KIND_LABEL = "cogwork.dev/kind"
 JOB_LABEL = "cogwork.dev/job-name"
 CONTROLLER = "trainjob"
 STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
+DATA_RECHECK_S = 5.0  # how often a TrainJob waiting for a LabelJob's dataset looks again
 
 
 @kopf.index("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
@@ -63,13 +65,36 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
         job = TrainJob.model_validate(snapshot)
     except ValidationError as err:
         return await runtime.report_invalid("trainjobs", namespace, name, snapshot, err)
+    data = await resolve_data(job, namespace)
+    if data.waiting is not None:
+        return await wait_for_data(namespace, name, snapshot, job, data.waiting)
     pods = [observe_pod(p) for p in index.get((namespace, name), [])]
-    actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings())
+    actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings(), data.location)
     if not await apply(namespace, name, snapshot, actions):
         metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
         return STALE_RETRY_S
     metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
     return None if actions.delete_job else actions.requeue_after
+
+
+async def resolve_data(job: TrainJob, namespace: str) -> DataResolution:
+    """Read the LabelJob spec.data.fromLabelJob names; a finished TrainJob renders nothing."""
+    data = job.spec.data
+    if data is None or data.from_label_job is None or \
+            any(is_condition_true(job.status.conditions, t) for t in ("Succeeded", "Failed")):
+        return DataResolution()
+    labeljob = await asyncio.to_thread(kube.get_custom, "labeljobs", namespace,
+                                       data.from_label_job)
+    return resolve_dataset(job, labeljob)
+
+
+async def wait_for_data(namespace: str, name: str, body: dict[str, Any], job: TrainJob,
+                        message: str) -> float:
+    """Nothing starts before the data exists: say so in a condition and look again soon."""
+    status = waiting_for_data_status(job, message, datetime.now(UTC))
+    if runtime.status_changed(body.get("status") or {}, status):
+        await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name, status)
+    return DATA_RECHECK_S
 
 
 async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> bool:

@@ -73,7 +73,11 @@ def run_document(doc: Mapping[str, Any], workdir: Path | None = None,
         from cogwork.local.tunejob import run_tunejob  # another kind's runner, loaded on demand
 
         return int(run_tunejob(doc, workdir))
-    print(f"cogwork run: cannot run kind {kind!r}; supported: TrainJob, TuneJob",
+    if kind == "LabelJob":
+        from cogwork.local.labeljob import run_labeljob  # another kind's runner, loaded on demand
+
+        return run_labeljob(doc, workdir, out=out)
+    print(f"cogwork run: cannot run kind {kind!r}; supported: TrainJob, TuneJob, LabelJob",
           file=out, flush=True)
     return EXIT_INVALID
 

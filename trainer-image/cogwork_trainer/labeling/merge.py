@@ -10,9 +10,11 @@ and `summary.json` (the operator copies it into status).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,11 +154,27 @@ def run(cfg: LabelConfig, shard_count: int) -> dict[str, Any]:
     return write_outputs(cfg, pool, labels, decide(cfg, pool, probs, labels), shards)
 
 
+TERMINATION_MESSAGE_LIMIT = 4096  # what a kubelet keeps of a termination message
+
+
+def compact_summary(summary: dict[str, Any]) -> str:
+    """The summary as one JSON line that fits a termination message: the operator reads it from
+    the pod's status, never from the volume. Per-class detail goes first when it does not fit."""
+    text = json.dumps(summary, separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        text = json.dumps({k: v for k, v in summary.items() if k != "perClass"},
+                          separators=(",", ":"))
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m cogwork_trainer.labeling.merge")
     parser.add_argument("--shard-count", type=int, required=True)
+    parser.add_argument("--summary-to", default=None,
+                        help="also write the summary here as one JSON line (the container's "
+                             "terminationMessagePath)")
     args = parser.parse_args(argv)
     try:
         summary = run(from_env(), args.shard_count)
@@ -164,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot merge: %s", e)
         return 2
     log.info("merged: %s", {k: v for k, v in summary.items() if k != "perClass"})
+    if args.summary_to:
+        Path(args.summary_to).write_text(compact_summary(summary))
     return 0
 
 

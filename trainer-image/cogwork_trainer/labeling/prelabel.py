@@ -12,6 +12,7 @@ the same content, so a restarted pod is harmless.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("step", choices=["fit", "score"])
     parser.add_argument("--shard-index", type=int, default=_rank_default("RANK", 0))
     parser.add_argument("--shard-count", type=int, default=_rank_default("WORLD_SIZE", 1))
+    parser.add_argument("--summary-to", default=None,
+                        help="score: also write the shard's counts here as one JSON line (the "
+                             "container's terminationMessagePath: progress for the operator)")
     args = parser.parse_args(argv)
     try:
         cfg = from_env()
@@ -132,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     path = write_shard(cfg.output, shard)
     log.info("shard %d/%d: %d items in %.2fs (%.0f items/s) -> %s", shard.index, shard.count,
              shard.stop - shard.start, shard.seconds, shard.items_per_second, path)
+    if args.summary_to:
+        Path(args.summary_to).write_text(json.dumps({
+            "shard": shard.index, "shards": shard.count, "items": shard.stop - shard.start,
+            "total": len(pool), "seconds": round(shard.seconds, 6)}, separators=(",", ":")))
     return 0
 
 

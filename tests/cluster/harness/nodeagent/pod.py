@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runtime
+from . import runtime, termination
 from .envs import ConfigError, Sources, container_env, expand
 from .hosts import HostsManager, Target, pod_hostname
 from .kube import ApiException, Kube, now_rfc3339, status_code
@@ -236,7 +236,7 @@ class PodWorker:
             argv=argv, env=env, netns=self.net.netns, hostname=pod_hostname(self.pod),
             cgroup=cgroup, log=self.log_dir / f"{c.name}.log",
             script=self.pod_dir / "run" / f"{c.name}.sh", workdir=spec.get("workingDir"),
-            mounts=self.volumes.mounts(spec, env),
+            mounts=[*self.volumes.mounts(spec, env), termination.prepare(self.pod_dir, spec)],
         )
         try:
             proc = runtime.launch(launch)
@@ -258,6 +258,8 @@ class PodWorker:
         runtime.kill_cgroup(runtime.pod_cgroup(self.uid) / c.name)
         code, sig = runtime.exit_info(rc)
         c.set_terminated(code, sig)
+        c.message = termination.read(self.pod_dir, self._spec(c.name, init=c.init),
+                                     self.log_dir / f"{c.name}.log", code)
         log.info("pod %s: container %s exited %d", self.key, c.name, code)
 
     def _backoff(self, c: CState) -> None:

@@ -1,0 +1,100 @@
+"""Kopf wiring for LabelJob: observe pods, resolve the model reference, call the planner, apply.
+
+One daemon per LabelJob runs the loop (`runtime.run_daemon`). Child pods carry
+cogwork.dev/kind=LabelJob; an index keeps them by (namespace, job) and their events wake the
+loop, which also wakes on its own timer. Each pass recomputes everything from the LabelJob, its
+pods and (for spec.model.fromTrainJob) the TrainJob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from cogwork import kube, metrics
+from cogwork.api import contract
+from cogwork.api.common import GROUP, VERSION, is_condition_true
+from cogwork.api.labeljob import LabelJob
+from cogwork.controllers import runtime
+from cogwork.plan.labeljob import TERMINAL, Actions, observe_pod, reconcile
+from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
+
+log = logging.getLogger(__name__)
+CONTROLLER = "labeljob"
+
+
+@kopf.index("pods", labels={contract.LABEL_KIND: "LabelJob"})  # type: ignore[arg-type]
+def labeljob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
+                  **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Child pods by (namespace, job): what each pass observes, without listing the API."""
+    return {(namespace, labels.get(contract.LABEL_JOB_NAME, "")): dict(body)}
+
+
+@kopf.on.event("pods", labels={contract.LABEL_KIND: "LabelJob"})  # type: ignore[arg-type]
+def labeljob_pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    runtime.wake(CONTROLLER, namespace, labels.get(contract.LABEL_JOB_NAME, ""))
+
+
+@kopf.on.event(GROUP, VERSION, "labeljobs")  # type: ignore[arg-type]
+def labeljob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+    if runtime.spec_changed(body):
+        runtime.wake(CONTROLLER, namespace, name)
+
+
+@kopf.daemon(GROUP, VERSION, "labeljobs", cancellation_timeout=10.0)  # type: ignore[arg-type]
+async def run_labeljob(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
+                       labeljob_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+                       **_: Any) -> None:
+    await runtime.run_daemon(CONTROLLER, namespace, name, stopped,
+                             lambda: reconcile_once(namespace, name, body, labeljob_pods))
+
+
+async def resolve(job: LabelJob, namespace: str) -> ModelResolution:
+    """Read what spec.model.fromTrainJob names; a finished LabelJob needs nothing."""
+    if any(is_condition_true(job.status.conditions, t) for t in TERMINAL):
+        return ModelResolution()  # not consulted once the job finished
+    trainjob = None
+    if job.spec.model.from_train_job:
+        trainjob = await asyncio.to_thread(kube.get_custom, "trainjobs", namespace,
+                                           job.spec.model.from_train_job)
+    return resolve_model(job, trainjob)
+
+
+async def reconcile_once(namespace: str, name: str, body: kopf.Body,
+                         index: kopf.Index[tuple[str, str], dict[str, Any]]) -> float | None:
+    """One pass; returns seconds until the next one, or None when the job is gone."""
+    snapshot = dict(body)
+    try:
+        job = LabelJob.model_validate(snapshot)
+    except ValidationError as err:
+        return await runtime.report_invalid("labeljobs", namespace, name, snapshot, err)
+    pods = [observe_pod(p) for p in index.get((namespace, name), [])]
+    model = await resolve(job, namespace)
+    actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings())
+    await apply(namespace, name, snapshot, actions)
+    metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
+    return None if actions.delete_job else actions.requeue_after
+
+
+async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
+    for child in actions.create:
+        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
+        if await asyncio.to_thread(kube.create, namespace, child):  # 409: made before a restart
+            metrics.POD_ACTIONS.labels("create").inc()
+    for pod in actions.delete_pods:
+        if await asyncio.to_thread(kube.delete_pod, namespace, pod):
+            metrics.POD_ACTIONS.labels("delete").inc()
+    if runtime.status_changed(body.get("status") or {}, actions.status):
+        await asyncio.to_thread(kube.patch_custom_status, "labeljobs", namespace, name,
+                                actions.status)
+    for kind, reason, message in actions.events:
+        kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
+    if actions.delete_job:
+        kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
+                  message="spec.ttlSecondsAfterFinished passed")
+        await asyncio.to_thread(kube.delete_custom, "labeljobs", namespace, name)

@@ -1,0 +1,340 @@
+"""The LabelJob state machine: LabelJob + observed pods + resolved model -> actions. Pure.
+
+Stages, each recomputed from the pods on every pass (deterministic names, so a repeated create
+after an operator restart gets 409): output claim -> `inference.replicas` score pods (shard i of
+n) -> the merge pod -> the Label Studio push pod (with spec.sink). Counts reach the operator as
+the score and merge containers' termination messages, so it never reads the volume.
+Succeeded/Failed are sticky: a finished job never recreates pods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cogwork.api.common import Condition, is_condition_true, rfc3339, set_condition, to_wire
+from cogwork.api.labeljob import LabelJob
+from cogwork.plan.kstatus import with_kstatus
+from cogwork.plan.labeljob_pods import (
+    output_claim,
+    output_claim_name,
+    output_path,
+    pod_layout,
+    step_pod,
+    step_pod_name,
+)
+from cogwork.plan.labeljob_refs import ModelResolution
+from cogwork.plan.labeljob_steps import Step, steps
+from cogwork.plan.settings import RenderSettings
+
+TERMINAL = ("Succeeded", "Failed")
+LABEL_STUDIO_ERROR_EXIT = 3  # labelstudio.py: unreachable or refused; retrying may help
+PUSH_RETRY_AFTER = timedelta(seconds=30)
+CONFIG_ERROR = "CreateContainerConfigError"  # e.g. the sink's Secret or key is missing
+OUTPUT_FILES = {"labels": "labels.csv", "dataset": "dataset.npz",
+                "reviewTasks": "review-tasks.json", "labelIssues": "label-issues.csv",
+                "calibration": "calibration.json"}
+
+
+@dataclass(frozen=True)
+class LabelPod:
+    """What the state machine needs to know about one child pod."""
+
+    name: str
+    phase: str = "Pending"
+    exit_code: int | None = None
+    message: str | None = None  # termination message: a step's JSON summary or a log tail
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    finished_at: str | None = None
+    deleting: bool = False
+
+
+@dataclass
+class Actions:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
+    delete_job: bool = False
+    requeue_after: float = 5.0
+
+
+def observe_pod(pod: Mapping[str, Any]) -> LabelPod:
+    """Condense a Pod object (as the API returns it) into a LabelPod."""
+    metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
+    statuses = status.get("containerStatuses") or [{}]
+    state = statuses[0].get("state") or {}
+    terminated, waiting = state.get("terminated") or {}, state.get("waiting") or {}
+    exit_code = terminated.get("exitCode")
+    return LabelPod(
+        name=str(metadata.get("name", "")),
+        phase=str(status.get("phase") or "Pending"),
+        exit_code=int(exit_code) if exit_code is not None else None,
+        message=terminated.get("message"),
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+        finished_at=terminated.get("finishedAt"),
+        deleting=metadata.get("deletionTimestamp") is not None,
+    )
+
+
+def parse_summary(message: str | None) -> dict[str, Any] | None:
+    """A step's JSON summary from its termination message; None when it is not one."""
+    try:
+        doc = json.loads(message or "")
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def derive_phase(conditions: list[Condition]) -> str:
+    for kind in ("Failed", "Succeeded", "Suspended", "Running"):
+        if is_condition_true(conditions, kind):
+            return kind
+    return "Pending"
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def _last_line(text: str | None, limit: int = 300) -> str:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][-limit:] if lines else ""
+
+
+class _Pass:
+    def __init__(self, job: LabelJob, pods: list[LabelPod], model: ModelResolution,
+                 now: datetime, settings: RenderSettings) -> None:
+        self.job, self.spec, self.model = job, job.spec, model
+        self.now, self.settings = now, settings
+        self.pods = {p.name: p for p in pods}
+        self.conditions: list[Condition] = list(job.status.conditions)
+        self.out = Actions()
+
+    # -- helpers ------------------------------------------------------------------------
+    def cond(self, kind: str, status: str, reason: str, message: str = "") -> None:
+        self.conditions = set_condition(self.conditions, kind, status, reason,  # type: ignore[arg-type]
+                                        message, observed_generation=self.job.metadata.generation,
+                                        now=self.now)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.out.events.append(("Warning" if warning else "Normal", reason, message))
+
+    def delete(self, pod: LabelPod) -> None:
+        if not pod.deleting and pod.name not in self.out.delete_pods:
+            self.out.delete_pods.append(pod.name)
+
+    def stop_pods(self) -> None:
+        for pod in self.pods.values():
+            if pod.phase not in TERMINAL:
+                self.delete(pod)
+
+    def finish(self, kind: str, reason: str, message: str) -> None:
+        self.cond(kind, "True", reason, message)
+        self.cond("Running", "False", reason, message)
+        self.out.status["completionTime"] = rfc3339(self.now)
+        self.stop_pods()
+        self.event(reason, message, warning=kind == "Failed")
+
+    def pod(self, step: Step) -> LabelPod | None:
+        return self.pods.get(step_pod_name(self.job, step))
+
+    def ensure(self, step: Step) -> LabelPod | None:
+        """The step's pod; created (claim first) when it does not exist."""
+        pod = self.pod(step)
+        if pod is None:
+            assert self.model.model is not None
+            if not self.out.create:
+                claim = output_claim(self.job, self.settings)
+                self.out.create.extend([claim] if claim else [])
+            self.out.create.append(step_pod(self.job, step, self.model.model, self.settings))
+            if not is_condition_true(self.conditions, "Created"):
+                self.cond("Created", "True", "PodsCreated", "labeling pods created")
+                self.event("Created", f"created {step_pod_name(self.job, step)}")
+        return pod
+
+    # -- the pass -----------------------------------------------------------------------
+    def run(self) -> Actions:
+        if any(is_condition_true(self.conditions, t) for t in TERMINAL):
+            self.after_finish()
+        elif self.spec.suspend:
+            self.suspend()
+        elif not self.deadline_exceeded():
+            self.active()
+        self.write_status()
+        return self.out
+
+    def after_finish(self) -> None:
+        self.stop_pods()
+        ttl = self.spec.ttl_seconds_after_finished
+        done = _time(self.job.status.completion_time)
+        self.out.requeue_after = 300.0
+        if ttl is not None and done is not None:
+            expires = done + timedelta(seconds=ttl)
+            self.out.delete_job = self.now >= expires
+            self.out.requeue_after = max(1.0, min(60.0, (expires - self.now).total_seconds()))
+
+    def suspend(self) -> None:
+        self.stop_pods()  # finished shards stay: resuming continues after them
+        if not is_condition_true(self.conditions, "Suspended"):
+            self.event("Suspended", "job suspended: running pods deleted, outputs kept")
+        self.cond("Suspended", "True", "Suspended", "spec.suspend is true")
+        self.cond("Running", "False", "Suspended", "spec.suspend is true")
+        self.out.requeue_after = 30.0
+
+    def deadline_exceeded(self) -> bool:
+        start, limit = _time(self.job.status.start_time), self.spec.active_deadline_seconds
+        if limit is not None and start is not None and self.now - start > timedelta(seconds=limit):
+            self.finish("Failed", "DeadlineExceeded",
+                        f"spec.activeDeadlineSeconds ({limit}s) exceeded")
+            return True
+        return False
+
+    def active(self) -> None:
+        if is_condition_true(self.conditions, "Suspended"):
+            self.event("Resumed", "job resumed")
+        self.cond("Suspended", "False", "NotSuspended")
+        if self.model.failed:
+            self.finish("Failed", "ModelUnavailable", self.model.failed)
+            return
+        if self.model.waiting or self.model.model is None:
+            self.cond("Created", "False", "WaitingForModel", self.model.waiting or "")
+            return
+        if not self.job.status.start_time:
+            self.out.status["startTime"] = rfc3339(self.now)
+        plan = steps(self.job, pod_layout(self.job), self.model.model)
+        if self.check_failures(plan):
+            return
+        scores = [s for s in plan if s.role == "score"]
+        merge = next(s for s in plan if s.role == "merge")
+        push = next((s for s in plan if s.role == "push"), None)
+        score_pods = [self.ensure(s) for s in scores]
+        self.progress(score_pods)
+        done = sum(p is not None and p.phase == "Succeeded" for p in score_pods)
+        if done < len(scores):
+            self.running(f"scoring: {done} of {len(scores)} shard(s) done")
+            return
+        merged = self.ensure(merge)
+        if merged is None or merged.phase != "Succeeded":
+            self.running("merging shards: certify, accept, select review batch")
+            return
+        summary = parse_summary(merged.message)
+        if summary is None:
+            self.finish("Failed", "NoSummary", f"{merged.name} succeeded without a summary in "
+                                               "its termination message")
+            return
+        self.summarize(summary)
+        if push is not None and not self.pushed(push):
+            return
+        self.finish("Succeeded", "Completed",
+                    f"{summary.get('autoAccepted', 0)} label(s) auto-accepted, "
+                    f"{summary.get('routedToReview', 0)} routed to review")
+
+    def running(self, message: str) -> None:
+        self.cond("Running", "True", "StepsRunning", message)
+
+    def check_failures(self, plan: list[Step]) -> bool:
+        for step in plan:
+            pod = self.pod(step)
+            if pod is None or pod.phase != "Failed" or pod.deleting:
+                continue
+            if step.role == "push" and pod.exit_code == LABEL_STUDIO_ERROR_EXIT:
+                self.cond("SinkReady", "False", "LabelStudioError", _last_line(pod.message))
+                finished = _time(pod.finished_at) or self.now
+                if self.now - finished >= PUSH_RETRY_AFTER:
+                    self.delete(pod)  # recreated on a later pass: pushing is idempotent
+                continue
+            code = pod.exit_code
+            detail = _last_line(pod.message)
+            self.finish("Failed", f"ExitCode{code}" if code is not None else "PodFailed",
+                        f"{pod.name} ({step.role}) exited with code {code}"
+                        + (f": {detail}" if detail else ""))
+            return True
+        return False
+
+    def pushed(self, push: Step) -> bool:
+        pod = self.ensure(push)
+        sink = self.spec.sink.label_studio if self.spec.sink else None
+        if pod is not None and pod.waiting_reason == CONFIG_ERROR and sink is not None:
+            ref = sink.secret_ref
+            self.cond("SinkReady", "False", "SecretNotFound",
+                      f"spec.sink.labelStudio.secretRef (secret {ref.name!r}, key {ref.key!r}): "
+                      f"{pod.waiting_message or 'cannot be read'}")
+            self.running("waiting for the Label Studio secret")
+            return False
+        if pod is None or pod.phase != "Succeeded":
+            self.running("pushing the review batch to Label Studio")
+            return False
+        self.cond("SinkReady", "True", "Pushed", f"review tasks imported into project "
+                                                 f"{sink.project if sink else '?'}")
+        return True
+
+    def progress(self, score_pods: list[LabelPod | None]) -> None:
+        """Items scored so far, from the finished shards' termination messages."""
+        shards = [s for s in (parse_summary(p.message) for p in score_pods
+                              if p is not None and p.phase == "Succeeded") if s]
+        if not shards:
+            return
+        items = sum(int(s.get("items", 0)) for s in shards)
+        seconds = sum(float(s.get("seconds", 0.0)) for s in shards)
+        total = int(shards[0].get("total", 0))
+        self.out.status["counts"] = {"total": total, "predicted": items}
+        self.out.status["predictedText"] = f"{items}/{total}"
+        if seconds > 0:
+            self.out.status["itemsPerSecond"] = round(items / seconds, 1)
+
+    def summarize(self, summary: dict[str, Any]) -> None:
+        status = self.out.status
+        status["counts"] = {key: int(summary[key]) for key in (
+            "total", "predicted", "autoAccepted", "routedToReview", "humanLabeled",
+            "flaggedErrors") if summary.get(key) is not None}
+        status["predictedText"] = f"{summary.get('predicted', 0)}/{summary.get('total', 0)}"
+        for key, source in (("threshold", "threshold"), ("certifiedLowerBound", "lowerBound"),
+                            ("coverage", "coverage"), ("round", "round"),
+                            ("itemsPerSecond", "itemsPerSecond"),
+                            ("modelVersion", "modelVersion")):
+            if summary.get(source) is not None:
+                status[key] = summary[source]
+        claim = output_claim_name(self.job)
+        status["outputs"] = {key: f"{claim}:{output_path(self.job, name)}"
+                             for key, name in OUTPUT_FILES.items()}
+        self.certification(summary)
+
+    def certification(self, summary: dict[str, Any]) -> None:
+        accept = self.spec.auto_accept
+        if accept is None:
+            return
+        bound = float(summary.get("lowerBound") or 0.0)
+        if summary.get("certified"):
+            threshold = summary.get("threshold")
+            where = f"score >= {threshold:.4f}" if isinstance(threshold, float) else "per class"
+            self.cond("Certified", "True", "Certified",
+                      f"precision >= {bound:.4f} at confidence {accept.confidence} for {where}")
+            return
+        if not any(c.type == "Certified" and c.status == "False" for c in self.conditions):
+            self.event("NotCertified", "nothing auto-accepted: target precision not certified",
+                       warning=True)
+        self.cond("Certified", "False", "TargetNotCertified",
+                  f"spec.autoAccept.targetPrecision {accept.target_precision} cannot be "
+                  f"certified at confidence {accept.confidence} with "
+                  f"{summary.get('humanLabeled', 0)} held-out label(s): best lower bound "
+                  f"{bound:.4f}; nothing auto-accepted")
+
+    def write_status(self) -> None:
+        status = self.out.status
+        status["observedGeneration"] = self.job.metadata.generation
+        status["phase"] = derive_phase(self.conditions)
+        conditions = with_kstatus(self.conditions, status["phase"],
+                                  self.job.metadata.generation, self.now)
+        status["conditions"] = [to_wire(c) for c in conditions]
+
+
+def reconcile(job: LabelJob, pods: list[LabelPod], model: ModelResolution, now: datetime,
+              settings: RenderSettings) -> Actions:
+    """Decide everything one pass does for `job` given its pods and its resolved model."""
+    return _Pass(job, pods, model, now, settings).run()

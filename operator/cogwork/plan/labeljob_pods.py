@@ -1,0 +1,189 @@
+"""LabelJob steps -> Pods and the output claim (docs/pod-contract.md). Pure: dicts out, no I/O.
+
+Pods follow the TrainJob contract: labels cogwork.dev/job-name, cogwork.dev/kind,
+cogwork.dev/role (+ cogwork.dev/node-index for shards), PodSecurity `restricted`, no API access,
+restartPolicy Never (the operator decides about re-runs). Owner references are set by the
+controller when it creates them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cogwork.api import contract
+from cogwork.api.labeljob import LabelJob
+from cogwork.api.trainjob import DEFAULT_IMAGE
+from cogwork.plan.labeljob_steps import (
+    LABEL_STUDIO_KEY_ENV,
+    TERMINATION_MESSAGE_PATH,
+    Layout,
+    ModelRef,
+    Step,
+    omp_threads,
+)
+from cogwork.plan.settings import RenderSettings
+from cogwork.plan.trainjob import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+
+KIND = "LabelJob"
+CONTAINER = "labeler"
+OUTPUT_MOUNT = "/cogwork/output"
+MODEL_MOUNT = "/cogwork/model"
+# Small steps that only move files or call an HTTP API.
+PUSH_CPU, PUSH_MEMORY = "250m", "512Mi"
+
+
+# ---- names -----------------------------------------------------------------------------------
+
+def namespace_of(job: LabelJob, settings: RenderSettings) -> str:
+    return job.metadata.namespace or settings.default_namespace
+
+
+def output_claim_name(job: LabelJob) -> str:
+    """spec.output.claimName, else the claim the operator creates: <job>-labels."""
+    return job.spec.output.claim_name or f"{job.metadata.name}-labels"
+
+
+def output_path(job: LabelJob, name: str = "") -> str:
+    """A path inside the output claim (what other kinds mount and read)."""
+    base = job.spec.output.path.strip("/")
+    return f"{base}/{name}" if name else base
+
+
+def pod_name(job: LabelJob, role: str, index: int | None = None) -> str:
+    suffix = f"-{index}" if index is not None else ""
+    return f"{job.metadata.name}-{role}{suffix}"
+
+
+def step_pod_name(job: LabelJob, step: Step) -> str:
+    return pod_name(job, step.role, step.index)
+
+
+def pod_layout(job: LabelJob) -> Layout:
+    return Layout(output_dir=f"{OUTPUT_MOUNT}/{output_path(job)}",
+                  data_dir=contract.DATA_DIR if job.spec.pool.claim_name else None)
+
+
+def pod_model(path: str, claim_name: str | None, version: str) -> ModelRef:
+    """A model file as a pod sees it: inside MODEL_MOUNT when it lives in a claim."""
+    seen = f"{MODEL_MOUNT}/{path.lstrip('/')}" if claim_name else path
+    return ModelRef(seen, version, claim_name)
+
+
+def image(job: LabelJob, settings: RenderSettings) -> str:
+    """spec.image, unless it is the built-in default and the operator configures a mirror."""
+    if settings.image and job.spec.image == DEFAULT_IMAGE:
+        return settings.image
+    return job.spec.image
+
+
+# ---- pods ------------------------------------------------------------------------------------
+
+def _labels(job: LabelJob, step: Step) -> dict[str, str]:
+    labels = {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_KIND: KIND,
+              contract.LABEL_ROLE: step.role}
+    if step.index is not None:
+        labels[contract.LABEL_NODE_INDEX] = str(step.index)
+    return labels
+
+
+def _resources(job: LabelJob, step: Step) -> dict[str, Any]:
+    inference = job.spec.inference
+    amounts: dict[str, str] = ({"cpu": PUSH_CPU, "memory": PUSH_MEMORY} if step.role == "push"
+                               else {"cpu": inference.cpu, "memory": inference.memory})
+    if step.role == "score" and inference.gpus_per_pod > 0:
+        amounts["nvidia.com/gpu"] = str(inference.gpus_per_pod)
+    return {"requests": dict(amounts), "limits": dict(amounts)}  # Guaranteed QoS
+
+
+def _volumes(job: LabelJob, model: ModelRef) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(job)}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": contract.SHM_DIR},
+        {"name": "output", "mountPath": OUTPUT_MOUNT},
+    ]
+    if model.claim_name:
+        volumes.append({"name": "model", "persistentVolumeClaim": {
+            "claimName": model.claim_name, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    if job.spec.pool.claim_name:
+        volumes.append({"name": "data", "persistentVolumeClaim": {
+            "claimName": job.spec.pool.claim_name, "readOnly": True}})
+        mounts.append({"name": "data", "mountPath": contract.DATA_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _env(job: LabelJob, step: Step, namespace: str, settings: RenderSettings
+         ) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    plain = {
+        "COGWORK_JOB_NAME": job.metadata.name,
+        "COGWORK_JOB_NAMESPACE": namespace,
+        "OMP_NUM_THREADS": str(omp_threads(job.spec.inference.cpu)),
+        "PYTHONUNBUFFERED": "1",
+        **settings.extra_env,
+        **step.env,
+    }
+    env += [{"name": name, "value": value} for name, value in plain.items()]
+    sink = job.spec.sink.label_studio if job.spec.sink else None
+    if step.role == "push" and sink is not None:
+        # The kubelet resolves the Secret: the operator needs no permission to read Secrets.
+        env.append({"name": LABEL_STUDIO_KEY_ENV, "valueFrom": {"secretKeyRef": {
+            "name": sink.secret_ref.name, "key": sink.secret_ref.key}}})
+    return env
+
+
+def step_pod(job: LabelJob, step: Step, model: ModelRef, settings: RenderSettings
+             ) -> dict[str, Any]:
+    """The pod of one step, e.g. `<job>-score-2` or `<job>-merge`."""
+    namespace = namespace_of(job, settings)
+    volumes, mounts = _volumes(job, model)
+    container = {
+        "name": CONTAINER,
+        "image": image(job, settings),
+        "imagePullPolicy": job.spec.image_pull_policy,
+        "command": [settings.python, *step.args],
+        "env": _env(job, step, namespace, settings),
+        "resources": _resources(job, step),
+        "volumeMounts": mounts,
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+        # Score and merge write their counts here; on failure the log tail explains it.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": dict(POD_SECURITY_CONTEXT),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.service_account_name:
+        spec["serviceAccountName"] = settings.service_account_name
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": step_pod_name(job, step), "namespace": namespace,
+                     "labels": _labels(job, step),
+                     "annotations": {"kubectl.kubernetes.io/default-container": CONTAINER}},
+        "spec": spec,
+    }
+
+
+def output_claim(job: LabelJob, settings: RenderSettings) -> dict[str, Any] | None:
+    """PVC `<job>-labels`, unless spec.output.claimName names an existing claim. ReadWriteMany:
+    shard pods on different machines write into it at once."""
+    if job.spec.output.claim_name:
+        return None
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": output_claim_name(job),
+                         "namespace": namespace_of(job, settings),
+                         "labels": {contract.LABEL_JOB_NAME: job.metadata.name,
+                                    contract.LABEL_KIND: KIND}},
+            "spec": {"accessModes": ["ReadWriteMany"],
+                     "resources": {"requests": {"storage": job.spec.output.size}}}}

@@ -1,0 +1,105 @@
+"""References between kinds, resolved purely from the referenced object as the controller read it:
+LabelJob `spec.model.fromTrainJob` -> that TrainJob's model.pt, and TrainJob
+`spec.data.fromLabelJob` -> that LabelJob's dataset.npz. Each either resolves or says what it
+waits for, in words that name the field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from cogwork.api.common import Condition, set_condition, to_wire
+from cogwork.api.labeljob import LabelJob
+from cogwork.api.trainjob import TrainJob
+from cogwork.plan.labeljob_pods import output_claim_name, output_path, pod_model
+from cogwork.plan.labeljob_steps import ModelRef, model_version
+from cogwork.plan.torchx_app import DataLocation
+
+MODEL_FILE = "model.pt"  # what a TrainJob leaves at the root of its checkpoint claim
+DATASET_FILE = "dataset.npz"  # what a LabelJob leaves in its output directory
+WAITING_FOR_DATA = "WaitingForData"
+
+
+@dataclass(frozen=True)
+class ModelResolution:
+    """Exactly one of: the model, what the job waits for, why it cannot ever be had."""
+
+    model: ModelRef | None = None
+    waiting: str | None = None
+    failed: str | None = None
+
+
+@dataclass(frozen=True)
+class DataResolution:
+    location: DataLocation | None = None
+    waiting: str | None = None
+
+
+def _terminal(doc: Mapping[str, Any]) -> tuple[str | None, str]:
+    """("Succeeded" | "Failed" | None, message of that condition) of a Cogwork object."""
+    for condition in (doc.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
+            return condition["type"], str(condition.get("message") or "")
+    return None, ""
+
+
+def _phase(doc: Mapping[str, Any]) -> str:
+    return str((doc.get("status") or {}).get("phase") or "Pending")
+
+
+def resolve_model(job: LabelJob, trainjob: Mapping[str, Any] | None) -> ModelResolution:
+    """spec.model as the pods see it; `trainjob` is the object fromTrainJob names (None: absent).
+    """
+    model = job.spec.model
+    if model.path is not None:
+        return ModelResolution(pod_model(model.path, model.claim_name, model_version(job)))
+    name = model.from_train_job
+    field = f"spec.model.fromTrainJob={name}"
+    if trainjob is None:
+        return ModelResolution(waiting=f"{field}: TrainJob not found (yet)")
+    state, message = _terminal(trainjob)
+    if state == "Failed":
+        return ModelResolution(failed=f"{field}: the TrainJob failed: {message}")
+    if state != "Succeeded":
+        return ModelResolution(waiting=f"{field}: waiting for the TrainJob to succeed "
+                                       f"(phase {_phase(trainjob)})")
+    checkpoint = (trainjob.get("spec") or {}).get("checkpoint") or {}
+    claim = checkpoint.get("claimName") or f"{name}-ckpt"
+    generation = (trainjob.get("metadata") or {}).get("generation")
+    return ModelResolution(pod_model(MODEL_FILE, str(claim), model_version(job, generation)))
+
+
+def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> DataResolution:
+    """The dataset.npz of the LabelJob spec.data.fromLabelJob names, once it Succeeded."""
+    data = train_job.spec.data
+    if data is None or data.from_label_job is None:
+        return DataResolution()
+    field = f"spec.data.fromLabelJob={data.from_label_job}"
+    if labeljob is None:
+        return DataResolution(waiting=f"{field}: LabelJob not found (yet)")
+    state, message = _terminal(labeljob)
+    if state == "Failed":
+        return DataResolution(waiting=f"{field}: the LabelJob failed: {message}")
+    if state != "Succeeded":
+        return DataResolution(waiting=f"{field}: waiting for the LabelJob to succeed "
+                                      f"(phase {_phase(labeljob)})")
+    try:
+        source = LabelJob.model_validate(labeljob)
+    except ValidationError as err:
+        return DataResolution(waiting=f"{field}: the LabelJob is invalid: {err.errors()[0]['msg']}")
+    return DataResolution(DataLocation(output_path(source, DATASET_FILE),
+                                       output_claim_name(source)))
+
+
+def waiting_for_data_status(train_job: TrainJob, message: str, now: datetime
+                            ) -> dict[str, Any]:
+    """The TrainJob's status while its data is not there: Created=False, nothing started."""
+    conditions: list[Condition] = set_condition(
+        train_job.status.conditions, "Created", "False", WAITING_FOR_DATA, message,
+        observed_generation=train_job.metadata.generation, now=now)
+    return {"observedGeneration": train_job.metadata.generation, "phase": "Pending",
+            "conditions": [to_wire(c) for c in conditions]}

@@ -1,0 +1,154 @@
+"""LabelJob -> the steps its pods (or `cogwork run`'s processes) run. Pure, no I/O.
+
+One description of each step (program, arguments, env) serves both the operator, which renders
+it into a pod (`cogwork.plan.labeljob_pods`), and `cogwork run`, which starts it as a local
+process; only the `Layout` (where output, model and data are seen) differs.
+
+Scoring runs as independent shard pods (`--shard-index i --shard-count n`), not as one torchrun
+group: the shards never talk to each other, and a lost shard pod is re-run alone instead of
+restarting every rank. The pods still follow the pod contract (labels, security, volumes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cogwork.api.common import parse_quantity, to_wire
+from cogwork.api.labeljob import LabelJob
+
+Role = Literal["fit", "score", "merge", "push"]
+PRELABEL_MODULE = "cogwork_trainer.labeling.prelabel"
+MERGE_MODULE = "cogwork_trainer.labeling.merge"
+LABEL_STUDIO_MODULE = "cogwork_trainer.labeling.labelstudio"
+CONFIG_ENV = "COGWORK_LABELJOB"  # the steps' configuration (cogwork_trainer.labeling.config)
+# Where the summary travels to the operator: the container's termination message (<= 4 KiB).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model that scores the pool: `path` as the steps see it; None: fit one on the seeds."""
+
+    path: str | None
+    version: str
+    claim_name: str | None = None  # claim to mount for `path` (cluster only)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the steps see things: mount points in a pod, directories locally."""
+
+    output_dir: str  # the LabelJob's output directory (spec.output.path inside the claim)
+    data_dir: str | None  # where spec.pool.claimName is mounted; None: paths are used as given
+    summary_path: str | None = TERMINATION_MESSAGE_PATH
+
+    def data_file(self, path: str) -> str:
+        """A pool/seed/validation file: inside the pool's claim when it has one."""
+        if self.data_dir is None or path.startswith("/"):
+            return path
+        return f"{self.data_dir.rstrip('/')}/{path}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One process of the job: `python <args>` with `env` (plus the contract env of a pod)."""
+
+    role: Role
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    index: int | None = None  # shard index of a score step
+
+
+def model_version(job: LabelJob, trainjob_generation: int | None = None) -> str:
+    """spec.model.version, else `<trainjob>-g<generation>`, else the model file's name."""
+    model = job.spec.model
+    if model.version:
+        return model.version
+    if model.from_train_job:
+        suffix = f"-g{trainjob_generation}" if trainjob_generation is not None else ""
+        return f"{model.from_train_job}{suffix}"
+    return (model.path or "model").rsplit("/", 1)[-1].removesuffix(".pt") or "model"
+
+
+def labeling_config(job: LabelJob, layout: Layout, model: ModelRef) -> dict[str, Any]:
+    """COGWORK_LABELJOB: the spec's shape with paths as the steps see them."""
+    spec = job.spec
+    pool: dict[str, Any] = ({"dataset": spec.pool.dataset} if spec.pool.dataset else
+                            {"path": layout.data_file(spec.pool.path or ""),
+                             "idField": spec.pool.id_field})
+    doc: dict[str, Any] = {
+        "pool": pool,
+        "modelVersion": model.version,
+        "review": {"strategy": spec.review.strategy, "batchSize": spec.review.batch_size},
+        "labelErrors": to_wire(spec.label_errors),
+        "inference": {"batchSize": spec.inference.batch_size},
+        "output": layout.output_dir,
+        "round": 0,  # review rounds beyond the first are not run yet (docs/labeljob.md)
+        "randomSeed": spec.random_seed,
+    }
+    if model.path is not None:
+        doc["model"] = {"path": model.path}
+    seed = spec.seed
+    if seed is not None:
+        doc["seed"] = ({"count": seed.count} if seed.count is not None
+                       else {"path": layout.data_file(seed.path or "")})
+    accept = spec.auto_accept
+    if accept is not None:
+        validation = accept.validation
+        doc["autoAccept"] = {
+            "targetPrecision": accept.target_precision, "confidence": accept.confidence,
+            "perClass": accept.per_class,
+            "validation": ({"humanBudget": validation.human_budget}
+                           if validation.human_budget is not None
+                           else {"path": layout.data_file(validation.path or "")}),
+        }
+    return doc
+
+
+def omp_threads(cpu: str) -> int:
+    """Threads = whole CPUs of the pod, at least 1 (oversubscription costs more than it gives)."""
+    return max(1, math.floor(parse_quantity(cpu)))
+
+
+def _summary_args(layout: Layout) -> list[str]:
+    return ["--summary-to", layout.summary_path] if layout.summary_path else []
+
+
+def fit_step(config_env: dict[str, str]) -> Step:
+    return Step("fit", ["-m", PRELABEL_MODULE, "fit"], config_env)
+
+
+def score_step(job: LabelJob, layout: Layout, config_env: dict[str, str], index: int) -> Step:
+    count = job.spec.inference.replicas
+    return Step("score", ["-m", PRELABEL_MODULE, "score", "--shard-index", str(index),
+                          "--shard-count", str(count), *_summary_args(layout)],
+                config_env, index)
+
+
+def merge_step(job: LabelJob, layout: Layout, config_env: dict[str, str]) -> Step:
+    return Step("merge", ["-m", MERGE_MODULE, "--shard-count", str(job.spec.inference.replicas),
+                          *_summary_args(layout)], config_env)
+
+
+def push_step(job: LabelJob, layout: Layout) -> Step | None:
+    """Import the review batch into Label Studio; the API key comes from the Secret (pods) or
+    the caller's environment (local), never from the spec."""
+    sink = job.spec.sink.label_studio if job.spec.sink else None
+    if sink is None:
+        return None
+    return Step("push", ["-m", LABEL_STUDIO_MODULE, "push", "--output", layout.output_dir],
+                {"LABEL_STUDIO_URL": sink.url, "LABEL_STUDIO_PROJECT": str(sink.project)})
+
+
+def steps(job: LabelJob, layout: Layout, model: ModelRef) -> list[Step]:
+    """Every step in order: [fit], score 0..n-1, merge, [push]."""
+    env = {CONFIG_ENV: json.dumps(labeling_config(job, layout, model), separators=(",", ":"))}
+    out = [fit_step(env)] if model.path is None else []
+    out += [score_step(job, layout, env, i) for i in range(job.spec.inference.replicas)]
+    out.append(merge_step(job, layout, env))
+    push = push_step(job, layout)
+    return [*out, push] if push else out

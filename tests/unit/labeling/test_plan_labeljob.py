@@ -1,0 +1,285 @@
+"""The LabelJob planner: pods per step, model and dataset references, status from summaries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cogwork.api.labeljob import LabelJob
+from cogwork.api.trainjob import TrainJob
+from cogwork.plan import trainjob_reconcile
+from cogwork.plan.labeljob import LabelPod, observe_pod, reconcile
+from cogwork.plan.labeljob_refs import (
+    ModelResolution,
+    resolve_dataset,
+    resolve_model,
+    waiting_for_data_status,
+)
+from cogwork.plan.labeljob_steps import ModelRef
+from cogwork.plan.settings import RenderSettings
+from cogwork.plan.trainjob import worker_pod
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+SETTINGS = RenderSettings()
+MODEL = ModelResolution(ModelRef("/cogwork/model/model.pt", "digits-g1", "digits-ckpt"))
+CERTIFIED = {"total": 1797, "predicted": 1797, "autoAccepted": 970, "routedToReview": 100,
+             "humanLabeled": 400, "flaggedErrors": 12, "coverage": 0.54, "round": 0,
+             "itemsPerSecond": 150000.0, "modelVersion": "digits-g1", "certified": True,
+             "threshold": 0.91, "lowerBound": 0.953, "reason": "certified"}
+
+
+def labeljob(name: str = "lj", status: dict[str, Any] | None = None, **spec: Any) -> LabelJob:
+    body: dict[str, Any] = {
+        "model": {"fromTrainJob": "digits"}, "pool": {"dataset": "digits"},
+        "seed": {"count": 300}, "inference": {"replicas": 3},
+        "autoAccept": {"targetPrecision": "0.95", "validation": {"humanBudget": 400}},
+    }
+    body.update(spec)
+    return LabelJob.model_validate({
+        "apiVersion": "cogwork.dev/v1alpha1", "kind": "LabelJob",
+        "metadata": {"name": name, "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": body, "status": status or {}})
+
+
+def done(name: str, message: dict[str, Any] | str | None = None, code: int = 0,
+         finished: datetime = NOW) -> LabelPod:
+    text = json.dumps(message) if isinstance(message, dict) else message
+    return LabelPod(name, "Succeeded" if code == 0 else "Failed", code, text,
+                    finished_at=finished.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def shard(i: int, items: int = 599) -> LabelPod:
+    return done(f"lj-score-{i}", {"shard": i, "shards": 3, "items": items, "total": 1797,
+                                  "seconds": 0.01})
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status["conditions"] if c["type"] == kind), {})
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom"))
+            for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_first_pass_creates_claim_and_one_pod_per_shard() -> None:
+    actions = reconcile(labeljob(), [], MODEL, NOW, SETTINGS)
+    kinds = [o["kind"] for o in actions.create]
+    assert kinds == ["PersistentVolumeClaim", "Pod", "Pod", "Pod"]
+    assert actions.create[0]["metadata"]["name"] == "lj-labels"
+    pods = actions.create[1:]
+    assert [p["metadata"]["name"] for p in pods] == ["lj-score-0", "lj-score-1", "lj-score-2"]
+    for index, pod in enumerate(pods):
+        labels = pod["metadata"]["labels"]
+        assert labels["cogwork.dev/job-name"] == "lj" and labels["cogwork.dev/kind"] == "LabelJob"
+        assert labels["cogwork.dev/node-index"] == str(index)
+        container = pod["spec"]["containers"][0]
+        assert container["command"][-6:] == ["--shard-index", str(index), "--shard-count", "3",
+                                             "--summary-to", "/dev/termination-log"]
+        assert container["terminationMessagePath"] == "/dev/termination-log"
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"]["restartPolicy"] == "Never"
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                  for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        assert claims == {"output": "lj-labels", "model": "digits-ckpt"}
+        config = json.loads(env_of(pod)["COGWORK_LABELJOB"])
+        assert config["output"] == "/cogwork/output/labels"
+        assert config["model"] == {"path": "/cogwork/model/model.pt"}
+        assert config["seed"] == {"count": 300}
+    assert actions.status["phase"] == "Running"
+    assert actions.status["startTime"]
+    assert condition(actions.status, "Created")["status"] == "True"
+
+
+def test_waiting_for_the_trainjob_creates_nothing_and_says_why() -> None:
+    waiting = resolve_model(labeljob(), {"status": {"phase": "Running", "conditions": []}})
+    assert waiting.model is None and waiting.waiting
+    actions = reconcile(labeljob(), [], waiting, NOW, SETTINGS)
+    assert actions.create == []
+    created = condition(actions.status, "Created")
+    assert created["status"] == "False" and created["reason"] == "WaitingForModel"
+    assert "spec.model.fromTrainJob=digits" in created["message"]
+    assert resolve_model(labeljob(), None).waiting
+
+
+def test_failed_trainjob_fails_the_labeljob() -> None:
+    failed = resolve_model(labeljob(), {"status": {"conditions": [
+        {"type": "Failed", "status": "True", "message": "node-0 exited 2"}]}})
+    actions = reconcile(labeljob(), [], failed, NOW, SETTINGS)
+    assert actions.status["phase"] == "Failed"
+    assert condition(actions.status, "Failed")["reason"] == "ModelUnavailable"
+    assert "node-0 exited 2" in condition(actions.status, "Failed")["message"]
+
+
+def test_succeeded_trainjob_resolves_to_its_checkpoint_claim() -> None:
+    trainjob = {"metadata": {"generation": 4}, "spec": {"checkpoint": {"claimName": "ckpts"}},
+                "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    model = resolve_model(labeljob(), trainjob).model
+    assert model == ModelRef("/cogwork/model/model.pt", "digits-g4", "ckpts")
+    by_path = resolve_model(labeljob(model={"path": "m/model.pt", "claimName": "models"}), None)
+    assert by_path.model == ModelRef("/cogwork/model/m/model.pt", "model", "models")
+
+
+def test_merge_starts_only_when_every_shard_succeeded() -> None:
+    two = reconcile(labeljob(), [shard(0), shard(1), LabelPod("lj-score-2", "Running")], MODEL,
+                    NOW, SETTINGS)
+    assert two.create == []
+    assert two.status["predictedText"] == "1198/1797"
+    assert two.status["counts"] == {"total": 1797, "predicted": 1198}
+    three = reconcile(labeljob(), [shard(0), shard(1), shard(2)], MODEL, NOW, SETTINGS)
+    names = [o["metadata"]["name"] for o in three.create if o["kind"] == "Pod"]
+    assert names == ["lj-merge"]
+    command = three.create[-1]["spec"]["containers"][0]["command"]
+    assert command[-4:] == ["--shard-count", "3", "--summary-to", "/dev/termination-log"]
+
+
+def test_merge_summary_becomes_status_and_success() -> None:
+    pods = [shard(0), shard(1), shard(2), done("lj-merge", CERTIFIED)]
+    actions = reconcile(labeljob(), pods, MODEL, NOW, SETTINGS)
+    status = actions.status
+    assert status["phase"] == "Succeeded"
+    assert status["counts"] == {"total": 1797, "predicted": 1797, "autoAccepted": 970,
+                                "routedToReview": 100, "humanLabeled": 400, "flaggedErrors": 12}
+    assert (status["threshold"], status["certifiedLowerBound"], status["coverage"]) == \
+        (0.91, 0.953, 0.54)
+    assert status["outputs"]["dataset"] == "lj-labels:labels/dataset.npz"
+    assert condition(status, "Certified")["status"] == "True"
+    assert status["completionTime"]
+
+
+def test_uncertifiable_target_reports_the_bound_reached() -> None:
+    summary = {**CERTIFIED, "certified": False, "threshold": None, "lowerBound": 0.9704,
+               "autoAccepted": 0, "coverage": 0.0, "humanLabeled": 100}
+    job = labeljob(autoAccept={"targetPrecision": "0.999", "validation": {"humanBudget": 100}})
+    pods = [shard(0), shard(1), shard(2), done("lj-merge", summary)]
+    actions = reconcile(job, pods, MODEL, NOW, SETTINGS)
+    certified = condition(actions.status, "Certified")
+    assert certified["status"] == "False" and certified["reason"] == "TargetNotCertified"
+    assert "0.9704" in certified["message"] and "0.999" in certified["message"]
+    assert actions.status["counts"]["autoAccepted"] == 0
+    assert any(e[1] == "NotCertified" for e in actions.events)
+
+
+def test_a_failed_shard_fails_the_job_naming_pod_and_exit_code() -> None:
+    pods = [shard(0), done("lj-score-1", "cannot pre-label: model.pt missing", code=2),
+            LabelPod("lj-score-2", "Running")]
+    actions = reconcile(labeljob(), pods, MODEL, NOW, SETTINGS)
+    failed = condition(actions.status, "Failed")
+    assert failed["reason"] == "ExitCode2"
+    assert "lj-score-1" in failed["message"] and "model.pt missing" in failed["message"]
+    assert actions.create == [] and actions.delete_pods == ["lj-score-2"]
+
+
+def test_finished_jobs_never_recreate_pods() -> None:
+    finished = reconcile(labeljob(), [shard(0), shard(1), shard(2), done("lj-merge", CERTIFIED)],
+                         MODEL, NOW, SETTINGS)
+    again = reconcile(labeljob(status=finished.status), [], MODEL, NOW + timedelta(minutes=1),
+                      SETTINGS)
+    assert again.create == [] and again.status["phase"] == "Succeeded"
+
+
+def test_suspend_keeps_finished_shards_and_stops_the_rest() -> None:
+    pods = [shard(0), LabelPod("lj-score-1", "Running"), LabelPod("lj-score-2", "Pending")]
+    actions = reconcile(labeljob(suspend=True), pods, MODEL, NOW, SETTINGS)
+    assert actions.delete_pods == ["lj-score-1", "lj-score-2"]
+    assert actions.status["phase"] == "Suspended" and actions.create == []
+
+
+SINK = {"labelStudio": {"url": "http://ls:8080", "secretRef": {"name": "ls"}, "project": 3}}
+
+
+def test_sink_pushes_with_the_secret_and_reports_a_missing_one() -> None:
+    job = labeljob(sink=SINK)
+    merged = [shard(0), shard(1), shard(2), done("lj-merge", CERTIFIED)]
+    first = reconcile(job, merged, MODEL, NOW, SETTINGS)
+    push = next(o for o in first.create if o["metadata"]["name"] == "lj-push")
+    env = env_of(push)
+    assert env["LABEL_STUDIO_API_KEY"] == {"secretKeyRef": {"name": "ls", "key": "api-key"}}
+    assert env["LABEL_STUDIO_PROJECT"] == "3" and env["LABEL_STUDIO_URL"] == "http://ls:8080"
+    assert first.status["phase"] == "Running"
+    stuck = LabelPod("lj-push", "Pending", waiting_reason="CreateContainerConfigError",
+                     waiting_message='secret "ls" not found')
+    waiting = reconcile(job, [*merged, stuck], MODEL, NOW, SETTINGS)
+    sink = condition(waiting.status, "SinkReady")
+    assert sink["status"] == "False" and sink["reason"] == "SecretNotFound"
+    assert "spec.sink.labelStudio.secretRef" in sink["message"] and "not found" in sink["message"]
+    pushed = reconcile(job, [*merged, done("lj-push")], MODEL, NOW, SETTINGS)
+    assert pushed.status["phase"] == "Succeeded"
+    assert condition(pushed.status, "SinkReady")["status"] == "True"
+
+
+def test_unreachable_label_studio_is_retried_not_failed() -> None:
+    job = labeljob(sink=SINK)
+    merged = [shard(0), shard(1), shard(2), done("lj-merge", CERTIFIED)]
+    refused = done("lj-push", "HTTP 401 (check the API token in the Secret)", code=3)
+    soon = reconcile(job, [*merged, refused], MODEL, NOW + timedelta(seconds=5), SETTINGS)
+    assert soon.status["phase"] == "Running" and soon.delete_pods == []
+    assert "HTTP 401" in condition(soon.status, "SinkReady")["message"]
+    later = reconcile(job, [*merged, refused], MODEL, NOW + timedelta(seconds=40), SETTINGS)
+    assert later.delete_pods == ["lj-push"]
+
+
+def test_observe_pod_reads_the_termination_message() -> None:
+    pod = observe_pod({"metadata": {"name": "lj-merge"}, "status": {
+        "phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {
+            "exitCode": 0, "message": '{"total": 3}', "finishedAt": "2025-01-01T00:00:00Z"}}}]}})
+    assert (pod.phase, pod.exit_code, pod.message) == ("Succeeded", 0, '{"total": 3}')
+
+
+def trainjob_on(labeljob_name: str) -> TrainJob:
+    return TrainJob.model_validate({
+        "apiVersion": "cogwork.dev/v1alpha1", "kind": "TrainJob",
+        "metadata": {"name": "tj", "namespace": "ns", "uid": "u-2", "generation": 1},
+        "spec": {"task": {"name": "image-classification", "epochs": 2},
+                 "data": {"fromLabelJob": labeljob_name}, "nodes": {"min": 1, "max": 1}}})
+
+
+def test_trainjob_waits_for_the_labeljob_then_trains_on_its_dataset() -> None:
+    train = trainjob_on("lj")
+    running = {"status": {"phase": "Running", "conditions": []}}
+    waiting = resolve_dataset(train, running)
+    assert waiting.location is None and "spec.data.fromLabelJob=lj" in (waiting.waiting or "")
+    status = waiting_for_data_status(train, waiting.waiting or "", NOW)
+    assert status["conditions"][0]["reason"] == "WaitingForData"
+    finished = labeljob(status={"conditions": [{"type": "Succeeded", "status": "True"}]})
+    location = resolve_dataset(train, finished.model_dump(mode="json", by_alias=True)).location
+    assert location is not None
+    assert (location.path, location.claim_name) == ("labels/dataset.npz", "lj-labels")
+    pod = worker_pod(train, 0, SETTINGS, resolved_data=location)
+    task = json.loads(env_of(pod)["COGWORK_TASK"])
+    assert task["dataset"] == "/cogwork/data/labels/dataset.npz"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "lj-labels",
+                                                      "readOnly": True}} in pod["spec"]["volumes"]
+    actions = trainjob_reconcile.reconcile(train, [], NOW, SETTINGS, location)
+    assert [o["metadata"]["name"] for o in actions.create if o["kind"] == "Pod"] == \
+        ["tj-rdzv", "tj-node-0"]
+
+
+def test_local_run_refuses_what_needs_a_cluster(tmp_path: Any) -> None:
+    import io
+
+    from cogwork.local.runner import run_document
+
+    out = io.StringIO()
+    doc = labeljob(seed=None).model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert run_document(doc, workdir=tmp_path, out=out) == 2
+    assert "spec.model.fromTrainJob='digits'" in out.getvalue()
+    bad = {**doc, "spec": {**doc["spec"], "autoAccept": {"targetPrecision": "1.2",
+                                                          "validation": {"humanBudget": 10}}}}
+    out = io.StringIO()
+    assert run_document(bad, workdir=tmp_path, out=out) == 2
+    assert "spec.autoAccept.targetPrecision" in out.getvalue()
+
+
+def test_merge_summary_fits_a_termination_message() -> None:
+    from cogwork_trainer.labeling.merge import TERMINATION_MESSAGE_LIMIT, compact_summary
+
+    per_class = {str(c): {"threshold": 0.123456789, "lowerBound": 0.987654321}
+                 for c in range(200)}
+    text = compact_summary({**CERTIFIED, "perClass": per_class})
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    assert json.loads(text)["autoAccepted"] == 970 and "perClass" not in json.loads(text)
+    small = json.loads(compact_summary({**CERTIFIED, "perClass": {"0": {"threshold": 0.5}}}))
+    assert small["perClass"] == {"0": {"threshold": 0.5}}
