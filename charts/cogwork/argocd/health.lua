@@ -1,9 +1,11 @@
--- Argo CD health check for cogwork.dev/TuneJob (Argo CD runs it with gopher-lua, Lua 5.1).
+-- Argo CD health check for every cogwork.dev kind (TrainJob, TuneJob, LabelJob); Argo CD runs
+-- it with gopher-lua, Lua 5.1. One script serves all kinds: messages name obj.kind.
 -- Conditions are the truth: Failed/Stalled -> Degraded, Succeeded -> Healthy, Suspended ->
 -- Suspended; anything else is still working -> Progressing. A status older than the spec
 -- (observedGeneration behind) is Progressing, so a sync never looks done before the operator
 -- has seen it.
 local hs = {}
+local kind = obj.kind or "job"
 local function condition(status, kind)
   if status.conditions == nil then
     return nil
@@ -29,7 +31,7 @@ end
 local status = obj.status
 if status == nil then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to pick up the TuneJob"
+  hs.message = "Waiting for the operator to pick up the " .. kind
   return hs
 end
 local generation = obj.metadata.generation
@@ -44,19 +46,25 @@ if is_true(status, "Failed") or is_true(status, "Stalled") then
     c = condition(status, "Stalled")
   end
   hs.status = "Degraded"
-  hs.message = text(c, "TuneJob failed")
+  hs.message = text(c, kind .. " failed")
   return hs
 end
 if is_true(status, "Succeeded") then
   hs.status = "Healthy"
-  hs.message = text(condition(status, "Succeeded"), "TuneJob succeeded")
+  hs.message = text(condition(status, "Succeeded"), kind .. " succeeded")
   return hs
 end
 if is_true(status, "Suspended") then
   hs.status = "Suspended"
-  hs.message = text(condition(status, "Suspended"), "TuneJob is suspended")
+  hs.message = text(condition(status, "Suspended"), kind .. " is suspended")
   return hs
 end
 hs.status = "Progressing"
-hs.message = "TuneJob is " .. (status.phase or "Pending") .. (status.trialsText and (", trials " .. status.trialsText) or "")
+local detail = ""
+if status.nodesText ~= nil then
+  detail = ", nodes " .. status.nodesText
+elseif status.trialsText ~= nil then
+  detail = ", trials " .. status.trialsText
+end
+hs.message = kind .. " is " .. (status.phase or "Pending") .. detail
 return hs
