@@ -22,7 +22,6 @@ from cogwork.api.tunejob import TuneJob
 from cogwork.controllers import runtime, tunejob_katib
 from cogwork.plan.tunejob import Actions, reconcile
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB, observe_trial
-from cogwork.tuning import builtin
 
 log = logging.getLogger(__name__)
 CONTROLLER = "tunejob"
@@ -72,6 +71,10 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
     observed = (observe_trial(b, objective.metric, pruner.resource)
                 for b in index.get((namespace, name), []))
     trials = [t for t in observed if t is not None]
+    # Imported on first use: Optuna and SciPy cost ~65 MB that an operator running no builtin
+    # TuneJob should not carry.
+    from cogwork.tuning import builtin
+
     # Rebuilding the study and asking is CPU work: keep it off the event loop.
     decision = await asyncio.to_thread(builtin.decide, job, trials)
     actions = reconcile(job, trials, decision, datetime.now(UTC))

@@ -16,11 +16,9 @@ persisted on the trial when it evaluated it (exact), and for rungs a trial cross
 from __future__ import annotations
 
 import warnings
-import zlib
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
@@ -31,6 +29,7 @@ from cogwork.api.tunejob import Pruner, Search, TuneJob
 from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, is_terminal, next_indices
 from cogwork.plan.tunejob_trials import ParamValue, TrialObservation
 from cogwork.tuning import space
+from cogwork.tuning.seeds import base_seed, trial_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -40,19 +39,6 @@ _STATES = {"RUNNING": OptunaState.RUNNING, "COMPLETE": OptunaState.COMPLETE,
 
 
 # -- seeds, samplers, pruners -----------------------------------------------------------------
-
-def base_seed(job: TuneJob) -> int:
-    """spec.search.seed, else stable per object (uid; the name when offline)."""
-    if job.spec.search.seed is not None:
-        return job.spec.search.seed
-    identity = job.metadata.uid or f"{job.metadata.namespace}/{job.metadata.name}"
-    return zlib.crc32(identity.encode())
-
-
-def trial_seed(base: int, index: int) -> int:
-    """Independent, reproducible seed per trial index."""
-    return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
-
 
 def make_sampler(search: Search, seed: int) -> BaseSampler:
     if search.algorithm == "tpe":

@@ -48,7 +48,7 @@ from cogwork.api.trainjob import MAX_NAME_LENGTH as TRAINJOB_MAX_NAME
 from cogwork.api.tunejob import INTEGER_FIELDS, Parameter, TuneJob
 from cogwork.plan.trainjob import TRAINER_CONTAINER
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
-from cogwork.tuning.builtin import base_seed
+from cogwork.tuning.seeds import base_seed
 
 KATIB_GROUP = "kubeflow.org"
 KATIB_VERSION = "v1beta1"
