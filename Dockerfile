@@ -23,6 +23,7 @@ RUN pip install \
         scipy==1.17.1 \
         cryptography==50.0.2 \
         optuna==5.0.0 \
+        cmaes==0.13.1 \
         kubeflow-katib-api==0.19.0
 WORKDIR /src
 COPY pyproject.toml README.md ./

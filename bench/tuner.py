@@ -77,6 +77,10 @@ def native_sampler(algorithm: str, seed: int) -> optuna.samplers.BaseSampler:
     if algorithm == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True,
                                           constant_liar=True)
+    if algorithm == "cmaes":
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=4, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed))
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -230,7 +234,7 @@ def main() -> None:
 
     print(f"1. regret at {args.trials} trials (optimum {OPTIMUM:.3f}), mean over "
           f"{len(seeds)} seeds")
-    for algorithm in ("tpe", "random"):
+    for algorithm in ("tpe", "cmaes", "random"):
         native = [regret_native(algorithm, s, args.trials) for s in seeds]
         ours = [regret_builtin(algorithm, s, args.trials) for s in seeds]
         spread = statistics.pstdev(native) if len(native) > 1 else 0.0

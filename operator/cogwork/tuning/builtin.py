@@ -5,7 +5,8 @@ Stateless on purpose: each pass creates an in-memory study, adds every observed 
 pruned -> PRUNED, with the learning curve as intermediate values and the pruner's rung records
 as system attrs), then asks for the next parameters with a sampler seeded from the TuneJob and
 the trial index. No database, nothing in memory that a restart could lose; the same trials give
-the same proposal.
+the same proposal. CMA-ES keeps its state in trial attrs a rebuild lacks, so its optimizer is
+replayed from the completed trials (cma_replay.py).
 
 ASHA/Hyperband keep per-trial rung records (`completed_rung_<k>`) in Optuna's system attrs. A
 rebuilt study without them prunes nothing, so they are rebuilt: from the records the pruner
@@ -29,6 +30,7 @@ from cogwork.api.tunejob import Pruner, Search, TuneJob
 from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, is_terminal, next_indices
 from cogwork.plan.tunejob_trials import ParamValue, TrialObservation
 from cogwork.tuning import space
+from cogwork.tuning.cma_replay import ReplayedCmaEsSampler
 from cogwork.tuning.seeds import base_seed, trial_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,6 +50,8 @@ def make_sampler(search: Search, seed: int) -> BaseSampler:
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=search.startup_trials)
     if search.algorithm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if search.algorithm == "cmaes":
+        return ReplayedCmaEsSampler(seed=seed, startup_trials=search.startup_trials)
     raise ValueError(f"spec.search.algorithm {search.algorithm} is not supported by the "
                      "builtin engine yet")
 

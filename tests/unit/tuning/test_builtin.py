@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import optuna
 import pytest
+from cogwork.api.tunejob import TuneJob
+from cogwork.plan.tunejob_trials import TrialObservation
 from cogwork.tuning import builtin, space
 from cogwork.tuning.builtin import build_study, curve_rungs, decide, prune_decisions, suggest
+from cogwork.tuning.cma_replay import ReplayedCmaEsSampler
 from tuning_helpers import BATCH, WIDTH, trial, tunejob
 
 ASHA = {"algorithm": "asha", "minResource": 1, "reductionFactor": 3}
@@ -142,9 +149,87 @@ def test_qmc_points_are_stateless_and_in_bounds() -> None:
     assert len({p["lr"] for p in points}) == 16
 
 
-def test_unsupported_engine_and_algorithm_become_errors() -> None:
+def test_unsupported_engine_becomes_an_error() -> None:
     assert "katib" in (decide(tunejob(engine="katib"), []).error or "")
-    assert "cmaes" in (decide(tunejob(search={"algorithm": "cmaes"}), []).error or "")
+
+
+# -- CMA-ES: the optimizer is replayed from the trials (tuning/cma_replay.py) -------------------
+
+CMAES = {"algorithm": "cmaes", "seed": 11, "startupTrials": 2}
+
+
+def native_params(t: optuna.Trial) -> dict[str, Any]:
+    """The helpers' LR/WIDTH/BATCH space, asked natively."""
+    return {"lr": t.suggest_float("lr", 1e-3, 0.5, log=True),
+            "width": t.suggest_int("width", 16, 128, step=16),
+            "batch": t.suggest_categorical("batch", ["32", "64", "128"])}
+
+
+def toy_objective(p: dict[str, Any]) -> float:
+    return -(math.log10(float(p["lr"])) + 1.5) ** 2 + int(p["width"]) / 128
+
+
+def native_cmaes_history(n: int) -> tuple[optuna.Study, optuna.samplers.CmaEsSampler]:
+    sampler = optuna.samplers.CmaEsSampler(
+        seed=5, n_startup_trials=2, warn_independent_sampling=False,
+        independent_sampler=optuna.samplers.RandomSampler(seed=5))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda t: toy_objective(native_params(t)), n_trials=n)
+    return study, sampler
+
+
+def as_observations(study: optuna.Study) -> list[TrialObservation]:
+    return [trial(t.number, "COMPLETE", t.value, params=dict(t.params))
+            for t in study.get_trials() if t.value is not None]
+
+
+def replayed_optimizer(job: TuneJob, trials: list[TrialObservation]) -> Any:
+    sampler = builtin.make_sampler(job.spec.search, 0)
+    assert isinstance(sampler, ReplayedCmaEsSampler)
+    study = build_study(job, trials, sampler, optuna.pruners.NopPruner())
+    optimizer, _ = sampler.replay(study, sampler.infer_relative_search_space(study, None))
+    return optimizer
+
+
+def test_cmaes_replay_matches_native_optuna_in_a_sequential_search() -> None:
+    """The rebuilt optimizer has made exactly the updates a native CmaEsSampler made."""
+    study, native = native_cmaes_history(21)  # 2 random + 19 CMA trials (popsize 6 in 2-d)
+    native_params(study.ask())  # the ask that tells the third full generation natively
+    expected = native._restore_optimizer(study.get_trials(deepcopy=False))
+    job = tunejob(search=CMAES, budget={"maxTrials": 40, "parallelTrials": 1})
+    replayed = replayed_optimizer(job, as_observations(study))
+    assert replayed.generation == expected.generation == 3
+    assert np.allclose(replayed._mean, expected._mean)
+    assert np.allclose(replayed._C, expected._C)
+    assert replayed._sigma == pytest.approx(expected._sigma)
+
+
+def test_cmaes_asks_are_deterministic_under_rebuild() -> None:
+    """Same observed trials + same seed -> same point, categorical (fallback sampler) included."""
+    study, _ = native_cmaes_history(14)
+    history = [*as_observations(study), trial(14, "RUNNING", params={"lr": 0.03, "width": 64,
+                                                                     "batch": "32"})]
+    job = tunejob(search=CMAES)
+    assert replayed_optimizer(job, history).generation == 2  # past start-up: a learned state
+    first = suggest(job, history, 15)
+    assert first == suggest(job, history, 15)
+    assert first != suggest(job, history, 16)
+    assert suggest(tunejob(search={**CMAES, "seed": 12}), history, 15) != first
+    assert first is not None and set(first) == {"lr", "width", "batch"}
+    assert 1e-3 <= float(first["lr"]) <= 0.5 and first["width"] in range(16, 129, 16)
+    assert first["batch"] in ("32", "64", "128")
+
+
+def test_cmaes_restart_between_creates_gives_the_same_second_trial() -> None:
+    study, _ = native_cmaes_history(10)
+    done = as_observations(study)
+    job = tunejob(search=CMAES, budget={"maxTrials": 20, "parallelTrials": 2})
+    both = decide(job, done)
+    assert not both.error and [p.index for p in both.proposals] == [10, 11]
+    first = both.proposals[0]
+    after_restart = decide(job, [*done, trial(10, "RUNNING", params=first.params)])
+    assert [p.params for p in after_restart.proposals] == [both.proposals[1].params]
+    assert first.params != both.proposals[1].params
 
 
 def test_ask_latency_scales_to_thousands_of_trials() -> None:
@@ -155,3 +240,11 @@ def test_ask_latency_scales_to_thousands_of_trials() -> None:
               for i in range(2000)]
     params = suggest(job, trials, 2000)
     assert params is not None and set(params) == {"lr", "width", "batch"}
+
+
+def test_cmaes_without_its_package_is_an_engine_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator image pins its packages: a missing cmaes fails the TuneJob, not the pass."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cmaes" else real(name, *a))
+    assert "cmaes package" in (decide(tunejob(search=CMAES), []).error or "")
