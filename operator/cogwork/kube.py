@@ -81,8 +81,14 @@ _CREATE = {
 }
 
 
+def _namespace_terminating(err: ApiException) -> bool:
+    """403 because the namespace is being deleted: its objects are going away, ours too."""
+    return _status(err) == 403 and "NamespaceTerminating" in str(err.body or "")
+
+
 def create(namespace: str, body: dict[str, Any]) -> bool:
-    """Create a core object or one of our custom resources; False if it already exists."""
+    """Create a core object or one of our custom resources; False if it already exists or
+    its namespace is being deleted (the owner is about to go, nothing to create for it)."""
     kind = body["kind"]
     try:
         if kind in _CREATE:
@@ -96,7 +102,7 @@ def create(namespace: str, body: dict[str, Any]) -> bool:
             )
         return True
     except ApiException as err:
-        if _status(err) == 409:
+        if _status(err) == 409 or _namespace_terminating(err):
             return False
         raise
 
