@@ -4,8 +4,6 @@ is available) accepted by the apiserver's own CRD validation with every admissio
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from cogwork.api.crdgen import (
 )
 from cogwork.api.trainjob import TRAINJOB_RESOURCE
 from pydantic import BaseModel
-from trainjob_cases import ALL_CASES
+from trainjob_cases import ALL_CASES, assert_apiserver_decides, needs_celcheck
 
 REPO = Path(__file__).resolve().parents[3]
 CRDS = REPO / "crds"
@@ -178,14 +176,7 @@ def test_generator_is_generic_over_kinds() -> None:
     assert "scale" not in out["spec"]["versions"][0]["subresources"]
 
 
-CELCHECK = os.environ.get("COGWORK_CELCHECK")
-
-
-@pytest.mark.skipif(not CELCHECK, reason="set COGWORK_CELCHECK to a binary built with "
-                                         "`go build -C tests/unit/api/celcheck -o X .`")
+@needs_celcheck
 def test_apiserver_validation_accepts_crd_and_decides_every_case(tmp_path: Path) -> None:
-    cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps([c.as_json() for c in ALL_CASES]))
-    result = subprocess.run([str(CELCHECK), str(CRDS / "trainjobs.cogwork.dev.yaml"),
-                             str(cases)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_apiserver_decides(CRDS / "trainjobs.cogwork.dev.yaml",
+                             [c.as_json() for c in ALL_CASES], tmp_path)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import pytest
 from cogwork.api.crdgen import render_crd
 from cogwork.api.labeljob import LABELJOB_RESOURCE, LabelJob, LabelJobStatus
 from pydantic import ValidationError
+from trainjob_cases import assert_apiserver_decides, needs_celcheck
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -159,11 +158,7 @@ def test_every_spec_field_is_either_mutable_or_immutable(crd: dict[str, Any]) ->
     assert guarded == {f".{name}" for name in spec["properties"]} - mutable
 
 
-CELCHECK = os.environ.get("COGWORK_CELCHECK")
-
-
-@pytest.mark.skipif(not CELCHECK, reason="set COGWORK_CELCHECK to a binary built with "
-                                         "`go build -C tests/unit/api/celcheck -o X .`")
+@needs_celcheck
 def test_apiserver_validation_decides_every_case_the_same_way(tmp_path: Path) -> None:
     cases = [{"name": name, "new": labeljob(**spec), "old": None,
               "expect": [error] if error else []} for name, spec, error in CREATE_CASES]
@@ -177,8 +172,4 @@ def test_apiserver_validation_decides_every_case_the_same_way(tmp_path: Path) ->
          "expect": ["spec.pool is immutable"]},
         {"name": "review may change", "new": more_rounds, "old": old, "expect": []},
     ]
-    path = tmp_path / "cases.json"
-    path.write_text(json.dumps(cases))
-    result = subprocess.run([str(CELCHECK), str(CRDS / "labeljobs.cogwork.dev.yaml"), str(path)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_apiserver_decides(CRDS / "labeljobs.cogwork.dev.yaml", cases, tmp_path)

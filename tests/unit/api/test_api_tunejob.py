@@ -5,9 +5,6 @@ validation, defaulting and CEL code."""
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import pytest
 from cogwork.api.crdgen import render_crd
 from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from pydantic import ValidationError
-from trainjob_cases import Case, update
+from trainjob_cases import Case, assert_apiserver_decides, needs_celcheck, update
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 LR = {"name": "lr", "field": "task.learningRate", "logUniform": {"min": "1e-3", "max": "0.3"}}
@@ -160,14 +157,7 @@ def test_crd_names_columns_and_defaults() -> None:
     assert "scale" not in version["subresources"]
 
 
-CELCHECK = os.environ.get("COGWORK_CELCHECK")
-
-
-@pytest.mark.skipif(not CELCHECK, reason="set COGWORK_CELCHECK to a binary built with "
-                                         "`go build -C tests/unit/api/celcheck -o X .`")
+@needs_celcheck
 def test_apiserver_validation_decides_every_case(tmp_path: Path) -> None:
-    cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps([c.as_json() for c in CEL_CASES]))
-    result = subprocess.run([str(CELCHECK), str(CRDS / "tunejobs.cogwork.dev.yaml"),
-                             str(cases)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_apiserver_decides(CRDS / "tunejobs.cogwork.dev.yaml",
+                             [c.as_json() for c in CEL_CASES], tmp_path)

@@ -8,8 +8,14 @@ test_api_trainjob_cel.py).
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def job(**spec: Any) -> dict[str, Any]:
@@ -152,3 +158,19 @@ UPDATE_CASES = [
 ]
 
 ALL_CASES = CREATE_CASES + UPDATE_CASES
+
+
+# Kubernetes' own CRD validation (tests/unit/api/celcheck, built by `make celcheck`).
+CELCHECK = os.environ.get("COGWORK_CELCHECK")
+needs_celcheck = pytest.mark.skipif(
+    not CELCHECK, reason="set COGWORK_CELCHECK to a binary built with "
+                         "`go build -C tests/unit/api/celcheck -o X .`")
+
+
+def assert_apiserver_decides(crd_file: Path, cases: list[dict[str, Any]], tmp: Path) -> None:
+    """Every case is admitted or rejected by the apiserver's code exactly as `expect` says."""
+    path = tmp / "cases.json"
+    path.write_text(json.dumps(cases))
+    result = subprocess.run([str(CELCHECK), str(crd_file), str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
