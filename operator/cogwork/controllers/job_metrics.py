@@ -17,8 +17,8 @@ from cogwork.api.common import GROUP, VERSION
 @kopf.on.event(GROUP, VERSION, "trainjobs", param="TrainJob")
 @kopf.on.event(GROUP, VERSION, "tunejobs", param="TuneJob")
 @kopf.on.event(GROUP, VERSION, "labeljobs", param="LabelJob")  # type: ignore[arg-type]
-def job_event(param: str, type: str | None, namespace: str, name: str, body: kopf.Body,
-              **_: Any) -> None:
+async def job_event(param: str, type: str | None, namespace: str, name: str,
+                    body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
         metrics.JOB_TABLE.forget(param, namespace, name)
     else:

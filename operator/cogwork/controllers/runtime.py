@@ -47,6 +47,8 @@ def render_settings() -> RenderSettings:
 
 
 def wake(controller: str, namespace: str, name: str) -> None:
+    """Cut a daemon's sleep short. Call it on the event loop (from async handlers only):
+    asyncio.Event is not thread-safe, and a set() from a worker thread may not wake the loop."""
     event = _wakeups.get((controller, namespace, name))
     if event is not None:
         event.set()

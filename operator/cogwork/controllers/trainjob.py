@@ -39,12 +39,12 @@ def trainjob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
 
 
 @kopf.on.event("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
-def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(JOB_LABEL, ""))
 
 
 @kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
-def trainjob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+async def trainjob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
     if runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
 

@@ -35,12 +35,12 @@ def tunejob_trials(namespace: str, labels: dict[str, str], body: kopf.Body,
 
 
 @kopf.on.event(GROUP, VERSION, "trainjobs", labels={LABEL_TUNEJOB: kopf.PRESENT})  # type: ignore[arg-type]
-def trial_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def trial_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(LABEL_TUNEJOB, ""))
 
 
 @kopf.on.event(GROUP, VERSION, "tunejobs")  # type: ignore[arg-type]
-def tunejob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+async def tunejob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
     if runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
 

@@ -34,7 +34,7 @@ def tunejob_experiments(namespace: str, labels: dict[str, str], body: kopf.Body,
 
 @kopf.on.event(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,  # type: ignore[arg-type]
                labels={LABEL_TUNEJOB: kopf.PRESENT})
-def experiment_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def experiment_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(LABEL_TUNEJOB, ""))
 
 

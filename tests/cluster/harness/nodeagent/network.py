@@ -22,6 +22,7 @@ log = logging.getLogger("nodeagent.network")
 
 BRIDGE = "cwbr0"
 BRIDGE_IP = "10.244.0.1"
+BRIDGE_MAC = "02:63:77:00:00:01"  # locally administered, fixed (see ensure_bridge)
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 STATE_DIR = Path("/run/cogwork/ipam")
 AGENTS_DIR = Path("/run/cogwork/agents")  # one file per live agent: the bridge's users
@@ -75,6 +76,10 @@ class Network:
             created = ip_cmd("link", "add", BRIDGE, "type", "bridge", check=False)
             if created.returncode != 0 and "exists" not in created.stderr:
                 raise RuntimeError(f"creating {BRIDGE}: {created.stderr.strip()}")
+        # A bridge without an address of its own takes the lowest MAC among its ports, so it
+        # changed whenever a pod came or went, and pods' ARP entries for the gateway pointed at
+        # a MAC no longer there for up to ~45 s (their reports to the operator timed out).
+        ip_cmd("link", "set", BRIDGE, "address", BRIDGE_MAC)
         addrs = ip_cmd("-o", "addr", "show", "dev", BRIDGE).stdout
         if f"{BRIDGE_IP}/" not in addrs:
             ip_cmd("addr", "add", f"{BRIDGE_IP}/{POD_CIDR.prefixlen}", "dev", BRIDGE, check=False)
