@@ -36,7 +36,8 @@ def run_job(doc: dict[str, Any], shards: int = 3) -> dict[str, Any]:
     model = load_classifier(cfg.scoring_model)
     pool = prelabel.open_pool(cfg, model.classes)
     for i in range(shards):
-        prelabel.write_shard(cfg.output, prelabel.score_shard(pool, model, i, shards, 256, "v1"))
+        prelabel.write_shard(cfg.output, prelabel.score_shard(pool, model, i, shards, 256, "v1",
+                                                              cfg.round))
     return merge.run(cfg, shards)
 
 
@@ -144,7 +145,7 @@ def test_human_labels_from_review_join_the_table(tmp_path: Path) -> None:
 
 def test_a_missing_shard_stops_the_merge(tmp_path: Path) -> None:
     cfg = parse(config(tmp_path))
-    with pytest.raises(FileNotFoundError, match="shard 0 of 2"):
+    with pytest.raises(FileNotFoundError, match="shard 0 of 2 of round 0"):
         merge.run(cfg, 2)
 
 

@@ -8,4 +8,5 @@
     prelabel     one inference worker: score shard i of n, write a probability shard
     merge        shards -> labels table, review batch, label issues, calibration curve
     labelstudio  minimal Label Studio REST client (import tasks, read annotations back)
+    review       between review rounds: collect the batch's labels, write the next training set
 """

@@ -6,11 +6,14 @@
      "seed": {"path": "seed.csv"} | {"count": 100},   # count: bundled datasets only (demo)
      "autoAccept": {"targetPrecision": "0.95", "confidence": "0.95", "perClass": false,
                     "validation": {"path": "val.csv"} | {"humanBudget": 200}},
-     "review": {"strategy": "margin", "batchSize": 100},
+     "review": {"strategy": "margin", "batchSize": 100,
+                "maxHumanLabels": 500, "maxRounds": 3},   # both optional (unlimited, 1)
      "labelErrors": {"enabled": true, "folds": 5},
      "inference": {"batchSize": 1024},
      "output": "/cogwork/labels", "round": 0, "randomSeed": 0}
 
+`round` is the 0-based review round this step belongs to (see review.py): shards live under
+`shards/r<round>/`, and `maxHumanLabels` caps what all review rounds together send to people.
 Decimals travel as strings (the CRD has no floats). `count` and `humanBudget` on a bundled
 dataset are answered from its hidden labels: the "humans" of a demo.
 """
@@ -50,6 +53,8 @@ class LabelConfig:
     per_class: bool = False
     strategy: Strategy = "margin"
     review_batch: int = 100
+    max_human_labels: int | None = None  # None: no cap on review labels
+    max_rounds: int = 1
     label_errors: bool = True
     folds: int = 5
     fold_workers: int = 1
@@ -65,6 +70,13 @@ class LabelConfig:
     def scoring_model(self) -> Path:
         """The model the shards are scored with: the given one, else the one fitted on seeds."""
         return Path(self.model_path) if self.model_path else self.out / "model.pt"
+
+    def human_budget_left(self, review_labels: int) -> int | None:
+        """Review labels people may still be asked for (None: unlimited). Seed and validation
+        labels do not count: the cap is on the review rounds' work."""
+        if self.max_human_labels is None:
+            return None
+        return max(0, self.max_human_labels - review_labels)
 
 
 def _fraction(raw: Any, key: str) -> float:
@@ -124,6 +136,9 @@ def parse(doc: Mapping[str, Any]) -> LabelConfig:
         per_class=bool(accept.get("perClass", False)),
         strategy=strategy,
         review_batch=_int(review.get("batchSize", 100), "review.batchSize", 0),
+        max_human_labels=(None if review.get("maxHumanLabels") is None else
+                          _int(review["maxHumanLabels"], "review.maxHumanLabels", 0)),
+        max_rounds=_int(review.get("maxRounds", 1), "review.maxRounds", 1),
         label_errors=bool(errors.get("enabled", True)),
         folds=_int(errors.get("folds", 5), "labelErrors.folds", 2),
         fold_workers=_int(errors.get("workers", 1), "labelErrors.workers", 1),

@@ -3,11 +3,16 @@
 Seed labels may train the model; validation labels never do (they certify it, and a bound
 computed on training items would be optimistic). For bundled demo datasets the "people" are the
 hidden ground truth, drawn in a seeded order: seed items first, then validation items.
+
+`human-labels.csv` (item_id,label[,round]) accumulates what the review rounds brought back
+(review.py collect, labelstudio.py pull); `round` is the round an item's label came back in,
+empty in files written before rounds existed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ class KnownLabels:
     seed: dict[int, int]  # pool position -> class index
     validation: dict[int, int]
     human: dict[int, int]  # from review rounds
+    human_round: dict[int, int] = field(default_factory=dict)  # round each came back in, if known
 
     def positions(self) -> np.ndarray:
         return np.asarray(sorted({*self.seed, *self.validation, *self.human}), dtype=np.int64)
@@ -39,6 +45,13 @@ def _from_file(pool: Pool, path: str | Path) -> dict[int, int]:
     labels = read_labels(path, pool.classes)
     positions = pool.positions(list(labels))
     return dict(zip(positions.tolist(), labels.values(), strict=True))
+
+
+def read_human_rounds(path: Path) -> dict[str, int]:
+    """item_id -> the review round its label came back in (items without one are left out)."""
+    with open(path, newline="") as f:
+        return {row["item_id"]: int(row["round"]) for row in csv.DictReader(f)
+                if (row.get("round") or "").strip()}
 
 
 def resolve(cfg: LabelConfig, pool: Pool) -> KnownLabels:
@@ -62,9 +75,16 @@ def resolve(cfg: LabelConfig, pool: Pool) -> KnownLabels:
         raise ValueError(f"{len(overlap)} item(s) are both seed and validation labels: "
                          "validation labels must be held out")
     human_file = cfg.out / HUMAN_LABELS_FILE
-    human = _from_file(pool, human_file) if human_file.is_file() else {}
+    human: dict[int, int] = {}
+    human_round: dict[int, int] = {}
+    if human_file.is_file():
+        human = _from_file(pool, human_file)
+        rounds = read_human_rounds(human_file)
+        human_round = dict(zip(pool.positions(list(rounds)).tolist(), rounds.values(),
+                               strict=True))
     for pos in set(human) & set(validation):  # a reviewed validation item stays held out
         del human[pos]
     for pos in set(human) & set(seed):  # a reviewer's correction of a seed label wins
         del seed[pos]
-    return KnownLabels(seed=seed, validation=validation, human=human)
+    return KnownLabels(seed=seed, validation=validation, human=human,
+                       human_round={p: r for p, r in human_round.items() if p in human})

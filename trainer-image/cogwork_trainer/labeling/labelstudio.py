@@ -12,12 +12,14 @@ urllib3 < 1.27 (torchx 0.7) and numpy 2.4.6; the three endpoints we need are sma
 
 Pushing is idempotent on `data.item_id`: tasks already in the project are skipped, so a
 restarted pod (or a second round) never duplicates work for the annotators. Imports go in chunks
-(Label Studio's ML backends time out on big batches; one request per task is slow).
+(Label Studio's ML backends time out on big batches; one request per task is slow). Review rounds
+wait for a batch's annotations with `review.py collect`, which uses this client.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,12 @@ log = logging.getLogger("cogwork_trainer.labeling")
 
 class LabelStudioError(RuntimeError):
     """Label Studio refused or could not be reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Annotations:
+    labels: dict[str, str]  # item_id -> label of its latest completed (not skipped) annotation
+    skipped: set[str]  # items annotated only by skipping: people looked and gave no label
 
 
 class LabelStudio:
@@ -98,37 +107,50 @@ class LabelStudio:
                  self.project, len(new), len(tasks) - len(new))
         return len(new)
 
-    def annotations(self) -> dict[str, str]:
-        """item_id -> the label of its latest completed (not skipped) annotation."""
+    def annotation_state(self) -> Annotations:
+        """Every task's outcome so far, from one export."""
         exported = self._request("GET", f"/api/projects/{self.project}/export?exportType=JSON")
         labels: dict[str, str] = {}
+        skipped: set[str] = set()
         for task in exported or []:
             item = (task.get("data") or {}).get("item_id")
-            done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-            if item is None or not done:
+            given = task.get("annotations") or []
+            done = [a for a in given if not a.get("was_cancelled")]
+            if item is None or not given:
+                continue
+            if not done:
+                skipped.add(str(item))
                 continue
             latest = max(done, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
             for result in latest.get("result") or []:
                 choices = (result.get("value") or {}).get("choices") or []
                 if result.get("from_name") == FROM_NAME and choices:
                     labels[str(item)] = str(choices[0])
-        return labels
+        return Annotations(labels, skipped)
+
+    def annotations(self) -> dict[str, str]:
+        """item_id -> the label of its latest completed (not skipped) annotation."""
+        return self.annotation_state().labels
 
 
-def merge_human_labels(path: Path, fresh: dict[str, str]) -> int:
-    """Add annotations to human-labels.csv (a later annotation of an item wins)."""
-    import csv
-
-    current: dict[str, str] = {}
+def merge_human_labels(path: Path, fresh: dict[str, str], round_: int | None = None) -> int:
+    """Add annotations to human-labels.csv (a later annotation of an item wins); returns how
+    many items it holds. A new or changed label is stamped with `round_` (empty: unknown); an
+    unchanged one keeps the round it first came back in, so re-running a round changes nothing."""
+    current: dict[str, tuple[str, str]] = {}
     if path.is_file():
         with open(path, newline="") as f:
-            current = {row["item_id"]: row["label"] for row in csv.DictReader(f)}
-    current.update(fresh)
+            current = {row["item_id"]: (row["label"], row.get("round") or "")
+                       for row in csv.DictReader(f)}
+    stamp = "" if round_ is None else str(round_)
+    for item, label in fresh.items():
+        if current.get(item, ("", ""))[0] != label:
+            current[item] = (label, stamp)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["item_id", "label"])
-        writer.writerows(sorted(current.items()))
+        writer.writerow(["item_id", "label", "round"])
+        writer.writerows((item, label, r) for item, (label, r) in sorted(current.items()))
     os.replace(tmp, path)
     return len(current)
 

@@ -5,6 +5,11 @@
 certify a threshold on the validation labels -> auto-accept what clears it -> route the most
 useful of the rest to review -> look for wrong labels among people's labels -> write the outputs
 and `summary.json` (the operator copies it into status).
+
+Reads round `round`'s shards (`shards/r<round>/`). The review batch never exceeds what is left of
+`review.maxHumanLabels` after the labels earlier rounds brought back (`human-labels.csv`; seed
+and validation labels do not count); the summary's `humanBudgetLeft` is that remainder, the
+budget this round's batch was drawn from (null: unlimited).
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ def certify(cfg: LabelConfig, probs: np.ndarray, labels: known.KnownLabels
     return certify_threshold(scores, correct, cfg.target_precision, cfg.confidence)
 
 
+def review_batch_size(cfg: LabelConfig, labels: known.KnownLabels) -> int:
+    """The batch size, cut to the review budget that earlier rounds left."""
+    left = cfg.human_budget_left(len(labels.human))
+    return cfg.review_batch if left is None else min(cfg.review_batch, left)
+
+
 def decide(cfg: LabelConfig, pool: Pool, probs: np.ndarray, labels: known.KnownLabels) -> Decision:
     scores, predicted = probs.max(axis=1), probs.argmax(axis=1)
     certification = certify(cfg, probs, labels)
@@ -69,7 +80,8 @@ def decide(cfg: LabelConfig, pool: Pool, probs: np.ndarray, labels: known.KnownL
     labeled[labels.positions()] = True
     accepted = accept_mask(scores, predicted, certification) & ~labeled
     candidates = np.flatnonzero(~accepted & ~labeled)
-    review = select_batch(cfg.strategy, probs, cfg.review_batch, cfg.random_seed + cfg.round,
+    review = select_batch(cfg.strategy, probs, review_batch_size(cfg, labels),
+                          cfg.random_seed + cfg.round,
                           candidates=candidates,
                           labeled_embeddings=probs[labeled] if cfg.strategy == "coreset" else None)
     issues: list[LabelIssue] = []
@@ -111,7 +123,10 @@ def write_outputs(cfg: LabelConfig, pool: Pool, labels: known.KnownLabels, decis
     rows = [outputs.LabelRow(str(pool.ids[p]), pool.classes[c], "seed", None, cfg.model_version,
                              cfg.round) for p, c in labels.seed.items()]
     rows += [outputs.LabelRow(str(pool.ids[p]), pool.classes[c], "human", None, cfg.model_version,
-                              cfg.round) for p, c in {**labels.validation, **labels.human}.items()]
+                              cfg.round) for p, c in labels.validation.items()]
+    rows += [outputs.LabelRow(str(pool.ids[p]), pool.classes[c], "human", None, cfg.model_version,
+                              labels.human_round.get(p, cfg.round))
+             for p, c in labels.human.items()]
     rows += [outputs.LabelRow(str(pool.ids[p]), pool.classes[predicted[p]], "auto",
                               float(scores[p]), cfg.model_version, cfg.round)
              for p in np.flatnonzero(decision.accepted)]
@@ -131,6 +146,7 @@ def write_outputs(cfg: LabelConfig, pool: Pool, labels: known.KnownLabels, decis
         "autoAccepted": int(decision.accepted.sum()),
         "routedToReview": len(decision.review),
         "humanLabeled": len(labels.validation) + len(labels.human),
+        "humanBudgetLeft": cfg.human_budget_left(len(labels.human)),
         "seedLabeled": len(labels.seed),
         "flaggedErrors": len(decision.issues),
         "coverage": float(decision.accepted.sum() / len(pool)) if len(pool) else 0.0,
@@ -146,7 +162,7 @@ def write_outputs(cfg: LabelConfig, pool: Pool, labels: known.KnownLabels, decis
 def run(cfg: LabelConfig, shard_count: int) -> dict[str, Any]:
     # A path pool may carry no class names: the model's are the label set then.
     pool = open_pool(cfg, load_classifier(cfg.scoring_model).classes if cfg.pool_path else None)
-    probs, shards = read_shards(cfg.output, shard_count, len(pool))
+    probs, shards = read_shards(cfg.output, shard_count, len(pool), cfg.round)
     if probs.shape[1] != len(pool.classes):
         raise ValueError(f"the model predicts {probs.shape[1]} classes, the pool has "
                          f"{len(pool.classes)}")

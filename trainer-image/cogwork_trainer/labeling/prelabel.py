@@ -5,8 +5,9 @@
 
 Under torchrun each pod is one rank: shard index/count default to RANK/WORLD_SIZE, so the
 operator shards the pool with the TrainJob pod contract and nothing else. A shard is written
-once, atomically, as `$output/shards/probs-<i>-of-<n>.npz`; re-running a shard overwrites it with
-the same content, so a restarted pod is harmless.
+once, atomically, as `$output/shards/r<round>/probs-<i>-of-<n>.npz`; re-running a shard
+overwrites it with the same content, so a restarted pod is harmless. Each review round has its
+own directory: round r+1 scores with a retrained model and must never read round r's shards.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ class Shard:
     probs: np.ndarray  # float32, (stop - start, classes)
     seconds: float  # scoring time only (not model loading)
     model_version: str
+    round: int = 0  # the review round it was scored for (its directory)
 
     @property
     def items_per_second(self) -> float:
         return (self.stop - self.start) / self.seconds if self.seconds > 0 else 0.0
 
 
-def shard_path(output: str | Path, index: int, count: int) -> Path:
-    return Path(output) / "shards" / f"probs-{index:05d}-of-{count:05d}.npz"
+def shard_path(output: str | Path, round_: int, index: int, count: int) -> Path:
+    return Path(output) / "shards" / f"r{round_}" / f"probs-{index:05d}-of-{count:05d}.npz"
 
 
 def open_pool(cfg: LabelConfig, classes: tuple[str, ...] | None = None) -> Pool:
@@ -69,34 +71,38 @@ def fit_seed_model(cfg: LabelConfig) -> Classifier:
 
 
 def score_shard(pool: Pool, model: Classifier, index: int, count: int, batch_size: int,
-                model_version: str) -> Shard:
+                model_version: str, round_: int = 0) -> Shard:
     start, stop = shard_bounds(len(pool), index, count)
     t0 = time.perf_counter()
     probs = model.predict_proba(pool.x[start:stop], batch_size=batch_size)
-    return Shard(index, count, start, stop, probs, time.perf_counter() - t0, model_version)
+    return Shard(index, count, start, stop, probs, time.perf_counter() - t0, model_version,
+                 round_)
 
 
 def write_shard(output: str | Path, shard: Shard) -> Path:
-    path = shard_path(output, shard.index, shard.count)
+    path = shard_path(output, shard.round, shard.index, shard.count)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")  # np.savez keeps a name ending in .npz
     np.savez(tmp, start=shard.start, stop=shard.stop, probs=shard.probs,
-             seconds=shard.seconds, model_version=shard.model_version)
+             seconds=shard.seconds, model_version=shard.model_version, round=shard.round)
     os.replace(tmp, path)
     return path
 
 
-def read_shards(output: str | Path, count: int, pool_size: int) -> tuple[np.ndarray, list[Shard]]:
-    """Every shard of a run of `count`, checked to tile the pool exactly; (probs, shards)."""
+def read_shards(output: str | Path, count: int, pool_size: int, round_: int = 0
+                ) -> tuple[np.ndarray, list[Shard]]:
+    """Every shard of round `round_`'s run of `count`, checked to tile the pool exactly;
+    (probs, shards)."""
     shards = []
     for index in range(count):
-        path = shard_path(output, index, count)
+        path = shard_path(output, round_, index, count)
         if not path.is_file():
-            raise FileNotFoundError(f"shard {index} of {count} is missing: {path}")
+            raise FileNotFoundError(f"shard {index} of {count} of round {round_} is missing: "
+                                    f"{path}")
         with np.load(path, allow_pickle=False) as f:
             shards.append(Shard(index, count, int(f["start"]), int(f["stop"]),
                                 np.asarray(f["probs"]), float(f["seconds"]),
-                                str(f["model_version"])))
+                                str(f["model_version"]), round_))
     expected = [shard_bounds(pool_size, i, count) for i in range(count)]
     if [(s.start, s.stop) for s in shards] != expected:
         raise ValueError("shards do not tile the pool (pool changed between scoring and merge?)")
@@ -129,17 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         pool = open_pool(cfg, model.classes)
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         shard = score_shard(pool, model, args.shard_index, args.shard_count,
-                            cfg.inference_batch, cfg.model_version)
+                            cfg.inference_batch, cfg.model_version, cfg.round)
     except (LabelConfigError, ValueError, OSError) as e:  # retrying cannot fix these
         log.error("cannot pre-label: %s", e)
         return 2
     path = write_shard(cfg.output, shard)
-    log.info("shard %d/%d: %d items in %.2fs (%.0f items/s) -> %s", shard.index, shard.count,
-             shard.stop - shard.start, shard.seconds, shard.items_per_second, path)
+    log.info("round %d shard %d/%d: %d items in %.2fs (%.0f items/s) -> %s", shard.round,
+             shard.index, shard.count, shard.stop - shard.start, shard.seconds,
+             shard.items_per_second, path)
     if args.summary_to:
         Path(args.summary_to).write_text(json.dumps({
-            "shard": shard.index, "shards": shard.count, "items": shard.stop - shard.start,
-            "total": len(pool), "seconds": round(shard.seconds, 6)}, separators=(",", ":")))
+            "round": shard.round, "shard": shard.index, "shards": shard.count,
+            "items": shard.stop - shard.start, "total": len(pool),
+            "seconds": round(shard.seconds, 6)}, separators=(",", ":")))
     return 0
 
 
