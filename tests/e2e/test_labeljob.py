@@ -129,3 +129,73 @@ def test_trainjob_labeljob_trainjob_flywheel(jobs: Jobs) -> None:
     assert "spec.sink.labelStudio.secretRef" in sink["message"]
     assert "no-such-secret" in sink["message"]
     assert strict["phase"] == "Running"
+
+
+def test_review_rounds_collect_retrain_and_relabel(jobs: Jobs) -> None:
+    # Two review rounds: round 0 routes up to 50 items, the demo's annotators (the dataset's
+    # hidden labels) answer, TrainJob <job>-r1 retrains a copy of `first` on the labels so far,
+    # round 1 relabels the pool with it. A 0.99 target leaves doubtful items to route (at 0.95
+    # this model auto-accepts all but one).
+    jobs.apply(digits_job("first", nodes={"min": 1, "max": 1},
+                          task={"name": "image-classification", "epochs": 4, "batchSize": 64,
+                                "learningRate": "0.05"}))
+    jobs.apply(labeljob("rounds", model={"fromTrainJob": "first"},
+                        inference={"replicas": 2, "cpu": "1", "memory": "1Gi"},
+                        autoAccept={"targetPrecision": "0.99", "confidence": "0.95",
+                                    "validation": {"humanBudget": 400}},
+                        review={"strategy": "margin", "batchSize": 50, "maxRounds": 2,
+                                "maxHumanLabels": 100},
+                        labelErrors={"enabled": False}))
+    status = jobs.wait_for("LabelJob finished", lambda: (
+        s if (s := label_status(jobs, "rounds")).get("phase") in ("Succeeded", "Failed")
+        else None), timeout=600)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:3000]
+    assert status["round"] == 1 and status["modelVersion"].startswith("rounds-r1-g")
+    assert "after 2 round(s)" in condition(status, "Succeeded")["message"]
+    counts = status["counts"]
+
+    # The retrain is an owned TrainJob on the LabelJob's claim, and it succeeded.
+    retrain = jobs.get("rounds-r1")
+    assert retrain["spec"]["data"] == {"path": "labels/train-r1.npz",
+                                       "claimName": "rounds-labels", "testPercent": 20}
+    owner = retrain["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "LabelJob" and owner["name"] == "rounds"
+    assert retrain["status"]["phase"] == "Succeeded"
+    # About the source's optimizer steps on a smaller set, so the new model is no worse off.
+    source_steps = jobs.status("first")["progress"]["totalSteps"]
+    assert retrain["spec"]["task"]["epochs"] >= 4
+    assert retrain["status"]["progress"]["totalSteps"] >= 0.8 * source_steps
+    assert retrain["status"]["evaluation"]["accuracy"] >= 0.8
+    pods = {p["metadata"]["name"]: p for p in jobs.pods("cogwork.dev/job-name=rounds")}
+    assert pods["rounds-collect"]["status"]["phase"] == "Succeeded"
+    assert {"rounds-r1-score-0", "rounds-r1-score-1", "rounds-r1-merge"} <= set(pods)
+
+    def summary(pod: str) -> dict[str, Any]:  # a step's termination message
+        state = pods[pod]["status"]["containerStatuses"][0]["state"]
+        return json.loads(state["terminated"]["message"])  # type: ignore[no-any-return]
+
+    round0 = summary("rounds-merge")
+    routed0, auto_round0 = round0["routedToReview"], round0["autoAccepted"]
+    assert 0 < routed0 <= 50
+    collected = summary("rounds-collect")
+    assert collected["collected"] == routed0 and collected["round"] == 0
+    assert counts["humanLabeled"] == 400 + routed0  # validation labels + round 0's batch
+    assert counts["routedToReview"] <= 100 - routed0  # round 1's batch, within the budget left
+
+    # What came back is exactly round 0's batch, and the tables agree with the status.
+    output = claim_dir(jobs, "rounds-labels") / "labels"
+    with open(output / "human-labels.csv", newline="") as f:
+        human = {row["item_id"] for row in csv.DictReader(f)}
+    assert len(human) == routed0
+    with open(output / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(r["source"] == "human" for r in rows) == 400 + routed0
+    assert sum(r["source"] == "auto" for r in rows) == counts["autoAccepted"]
+    assert {r["item_id"] for r in rows if r["source"] == "human"} >= human
+    round1_batch = {t["data"]["item_id"] for t in
+                    json.loads((output / "review-tasks.json").read_text())}
+    assert not round1_batch & human  # nobody is asked twice
+    with np.load(output / "train-r1.npz") as data:
+        # seeds + reviewed + round 0's auto-accepted labels, never the 400 validation items
+        assert len(data["x"]) == len(data["y"]) == collected["trainingItems"] \
+            == 300 + routed0 + auto_round0

@@ -52,6 +52,10 @@ __all__ = [
 
 DEMO_ONLY = ("needs spec.pool.dataset: only a bundled dataset's hidden labels can answer for "
              "the annotators; give a CSV path for your own pool")
+ROUNDS_NEED_TRAINJOB = ("needs spec.model.fromTrainJob: each round retrains a copy of that "
+                        "TrainJob on the labels gathered so far")
+ROUNDS_NEED_PEOPLE = ("needs spec.sink.labelStudio to bring people's labels back (or a bundled "
+                      "spec.pool.dataset, whose hidden labels answer in a demo)")
 # Mutable: suspend, ttlSecondsAfterFinished, review (more rounds or labels may be granted).
 IMMUTABLE = ("image", "imagePullPolicy", "model", "pool", "seed", "inference", "autoAccept",
              "labelErrors", "sink", "output", "randomSeed", "activeDeadlineSeconds")
@@ -71,6 +75,13 @@ def _spec_validations() -> dict[str, Any]:
             " || has(self.pool.dataset)",
             f"spec.autoAccept.validation.humanBudget {DEMO_ONLY}",
             field_path=".autoAccept.validation.humanBudget"),
+    ]
+    rules += [
+        cel("self.review.maxRounds <= 1 || has(self.model.fromTrainJob)",
+            f"spec.review.maxRounds > 1 {ROUNDS_NEED_TRAINJOB}", field_path=".review.maxRounds"),
+        cel("self.review.maxRounds <= 1 || has(self.pool.dataset) || "
+            "(has(self.sink) && has(self.sink.labelStudio))",
+            f"spec.review.maxRounds > 1 {ROUNDS_NEED_PEOPLE}", field_path=".review.maxRounds"),
     ]
     rules += [cel(cel_unchanged(path), f"spec.{path} is immutable", field_path=f".{path}",
                   reason="FieldValueForbidden") for path in IMMUTABLE]
@@ -115,6 +126,11 @@ class LabelJobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _demo_only_sources(self) -> Self:
+        if self.review.max_rounds > 1:
+            if self.model.from_train_job is None:
+                raise ValueError(f"spec.review.maxRounds > 1 {ROUNDS_NEED_TRAINJOB}")
+            if self.pool.dataset is None and (self.sink is None or self.sink.label_studio is None):
+                raise ValueError(f"spec.review.maxRounds > 1 {ROUNDS_NEED_PEOPLE}")
         if self.pool.dataset is None:
             if self.seed is not None and self.seed.count is not None:
                 raise ValueError(f"spec.seed.count {DEMO_ONLY}")
@@ -170,7 +186,8 @@ class LabelJobStatus(StatusModel):
         default=None, description="Clopper-Pearson lower bound on the auto-accepted precision "
                                   "(the best bound reached when not certified).")
     coverage: float | None = Field(default=None, description="Fraction of the pool accepted.")
-    round: int | None = Field(default=None, description="Current review round.")
+    round: int | None = Field(default=None, description="Current review round (0-based; "
+                                                        "spec.review.maxRounds).")
     items_per_second: float | None = Field(default=None, description="Pre-labeling rate.")
     model_version: str | None = Field(default=None, description="Model that labeled.")
     outputs: LabelOutputs | None = Field(default=None, description="Output locations.")
@@ -209,6 +226,8 @@ LABELJOB_RESOURCE = CustomResource(
                       "Items routed to people."),
         PrinterColumn("Precision>=", ".status.certifiedLowerBound", "number",
                       "Certified lower bound on auto-accepted precision."),
+        PrinterColumn("Round", ".status.round", "integer", "Current review round.",
+                      priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     root_validations=(

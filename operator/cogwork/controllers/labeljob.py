@@ -3,7 +3,8 @@
 One daemon per LabelJob runs the loop (`runtime.run_daemon`). Child pods carry
 cogwork.dev/kind=LabelJob; an index keeps them by (namespace, job) and their events wake the
 loop, which also wakes on its own timer. Each pass recomputes everything from the LabelJob, its
-pods and (for spec.model.fromTrainJob) the TrainJob.
+pods and (for spec.model.fromTrainJob) the TrainJob, plus, with review rounds, the TrainJobs
+it created to retrain the model (labelled cogwork.dev/labeljob=<job>; their changes wake it).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from cogwork.api import contract
 from cogwork.api.common import GROUP, VERSION, is_condition_true
 from cogwork.api.labeljob import LabelJob
 from cogwork.controllers import runtime
-from cogwork.plan.labeljob import TERMINAL, Actions, observe_pod, reconcile
+from cogwork.plan.labeljob import TERMINAL, Actions, Retraining, observe_pod, reconcile
 from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
+from cogwork.plan.labeljob_rounds import LABEL_LABELJOB
 
 log = logging.getLogger(__name__)
 CONTROLLER = "labeljob"
@@ -36,14 +38,20 @@ def labeljob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
 
 
 @kopf.on.event("pods", labels={contract.LABEL_KIND: "LabelJob"})  # type: ignore[arg-type]
-def labeljob_pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def labeljob_pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(contract.LABEL_JOB_NAME, ""))
 
 
 @kopf.on.event(GROUP, VERSION, "labeljobs")  # type: ignore[arg-type]
-def labeljob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+async def labeljob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
     if runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "trainjobs",  # type: ignore[arg-type]
+               labels={LABEL_LABELJOB: kopf.PRESENT})
+async def retrain_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    runtime.wake(CONTROLLER, namespace, labels.get(LABEL_LABELJOB, ""))
 
 
 @kopf.daemon(GROUP, VERSION, "labeljobs", cancellation_timeout=10.0)  # type: ignore[arg-type]
@@ -54,15 +62,25 @@ async def run_labeljob(namespace: str, name: str, body: kopf.Body, stopped: kopf
                              lambda: reconcile_once(namespace, name, body, labeljob_pods))
 
 
-async def resolve(job: LabelJob, namespace: str) -> ModelResolution:
-    """Read what spec.model.fromTrainJob names; a finished LabelJob needs nothing."""
+async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retraining]:
+    """Read what spec.model.fromTrainJob names and, with review rounds, the retrain TrainJobs;
+    a finished LabelJob needs nothing."""
     if any(is_condition_true(job.status.conditions, t) for t in TERMINAL):
-        return ModelResolution()  # not consulted once the job finished
+        return ModelResolution(), Retraining()  # not consulted once the job finished
     trainjob = None
     if job.spec.model.from_train_job:
         trainjob = await asyncio.to_thread(kube.get_custom, "trainjobs", namespace,
                                            job.spec.model.from_train_job)
-    return resolve_model(job, trainjob)
+    retrains: dict[int, dict[str, Any]] = {}
+    if job.spec.review.max_rounds > 1:
+        listed = await asyncio.to_thread(kube.list_custom, "trainjobs", namespace,
+                                         f"{LABEL_LABELJOB}={job.metadata.name}")
+        prefix = f"{job.metadata.name}-r"
+        for item in listed:
+            suffix = item["metadata"]["name"].removeprefix(prefix)
+            if suffix.isdigit():
+                retrains[int(suffix)] = item
+    return resolve_model(job, trainjob), Retraining(trainjob, retrains)
 
 
 async def reconcile_once(namespace: str, name: str, body: kopf.Body,
@@ -74,8 +92,9 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
     except ValidationError as err:
         return await runtime.report_invalid("labeljobs", namespace, name, snapshot, err)
     pods = [observe_pod(p) for p in index.get((namespace, name), [])]
-    model = await resolve(job, namespace)
-    actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings())
+    model, retraining = await resolve(job, namespace)
+    actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings(),
+                        retraining)
     await apply(namespace, name, snapshot, actions)
     metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
     return None if actions.delete_job else actions.requeue_after

@@ -3,7 +3,9 @@
 The steps are the ones the operator renders into pods (`cogwork.plan.labeljob_steps`), with
 directories under the work dir in place of volumes: [fit], the score shards side by side, merge,
 [push to Label Studio]. A `model.fromTrainJob` needs a cluster to resolve; locally the model is
-fitted on the seed labels instead (said so on the console), or give `model.path`.
+fitted on the seed labels instead (said so on the console), or give `model.path`. Review rounds
+(spec.review.maxRounds) run too: collect the batch's labels, then the next round refits that
+model on the seed and human labels (in a cluster a TrainJob retrains it) and relabels.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cogwork.plan.labeljob_steps import (
     Layout,
     ModelRef,
     Step,
+    collect_step,
     model_version,
     omp_threads,
     steps,
@@ -71,7 +74,8 @@ def _env(job: LabelJob, step: Step) -> dict[str, str]:
 
 
 def _name(step: Step) -> str:
-    return f"{step.role}-{step.index}" if step.index is not None else step.role
+    name = f"{step.role}-{step.index}" if step.index is not None else step.role
+    return f"r{step.round}-{name}" if step.round else name
 
 
 def _run_together(job: LabelJob, group: list[Step], logs: Path, out: TextIO) -> None:
@@ -145,27 +149,45 @@ def run_labeljob(doc: Mapping[str, Any], workdir: Path | None = None,
     output = root / job.spec.output.path
     (root / LOGS).mkdir(parents=True, exist_ok=True)
     model = _model(job, out)
-    plan = steps(job, Layout(output_dir=str(output), data_dir=None, summary_path=None), model)
+    layout = Layout(output_dir=str(output), data_dir=None, summary_path=None)
+    rounds = job.spec.review.max_rounds
     print(f"LabelJob {job.metadata.name}: {job.spec.inference.replicas} shard(s), model "
-          f"{model.version}; work dir {root}", file=out, flush=True)
-    groups = [[s for s in plan if s.role == role] for role in ("fit", "score", "merge", "push")]
+          f"{model.version}, {rounds} round(s); work dir {root}", file=out, flush=True)
+    summary: dict[str, Any] = {}
+    first = model
     try:
-        for group in groups:
-            if not group:
-                continue
-            if group[0].role == "push" and not os.environ.get(LABEL_STUDIO_KEY_ENV):
-                print(f"push skipped: set {LABEL_STUDIO_KEY_ENV} to import the review batch "
-                      "into Label Studio", file=out, flush=True)
-                continue
-            print(f"{group[0].role}: {len(group)} process(es)", file=out, flush=True)
-            _run_together(job, group, root / LOGS, out)
+        for round_ in range(rounds):
+            if round_ and first.path is None:  # each round's refit is a model version of its own
+                model = ModelRef(None, f"{first.version}-r{round_}")
+            if rounds > 1:
+                print(f"round {round_ + 1} of {rounds}", file=out, flush=True)
+            _run_round(job, steps(job, layout, model, round_), root / LOGS, out)
+            summary = json.loads((output / "summary.json").read_text())
+            if round_ + 1 >= rounds or not summary.get("routedToReview"):
+                break
+            print(f"collect: labels for {summary['routedToReview']} reviewed item(s)",
+                  file=out, flush=True)
+            _run_together(job, [collect_step(job, layout, model, round_)], root / LOGS, out)
     except _Failed as e:
         print(f"failed: {e}", file=out, flush=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: stopped every step", file=out, flush=True)
         return EXIT_INTERRUPTED
-    summary = json.loads((output / "summary.json").read_text())
     _print_summary(job, summary, output, out)
     print("succeeded", file=out, flush=True)
     return 0
+
+
+def _run_round(job: LabelJob, plan: list[Step], logs: Path, out: TextIO) -> None:
+    """[fit], the score shards together, merge, [push]: one labeling pass."""
+    for role in ("fit", "score", "merge", "push"):
+        group = [s for s in plan if s.role == role]
+        if not group:
+            continue
+        if role == "push" and not os.environ.get(LABEL_STUDIO_KEY_ENV):
+            print(f"push skipped: set {LABEL_STUDIO_KEY_ENV} to import the review batch "
+                  "into Label Studio", file=out, flush=True)
+            continue
+        print(f"{role}: {len(group)} process(es)", file=out, flush=True)
+        _run_together(job, group, logs, out)

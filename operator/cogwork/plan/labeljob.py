@@ -2,9 +2,11 @@
 
 Stages, each recomputed from the pods on every pass (deterministic names, so a repeated create
 after an operator restart gets 409): output claim -> `inference.replicas` score pods (shard i of
-n) -> the merge pod -> the Label Studio push pod (with spec.sink). Counts reach the operator as
-the score and merge containers' termination messages, so it never reads the volume.
-Succeeded/Failed are sticky: a finished job never recreates pods.
+n) -> the merge pod -> the Label Studio push pod (with spec.sink). With spec.review.maxRounds > 1
+a round that routed items to review goes on: the collect pod brings the batch back labeled ->
+TrainJob `<job>-r<r+1>` retrains on the labels so far -> round r+1 scores with its model
+(`<job>-r<r+1>-score-0`, ...). Counts reach the operator as the steps' termination messages, so
+it never reads the volume. Succeeded/Failed are sticky: a finished job never recreates pods.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from cogwork.plan.labeljob_pods import (
     step_pod_name,
 )
 from cogwork.plan.labeljob_refs import ModelResolution
-from cogwork.plan.labeljob_steps import Step, steps
+from cogwork.plan.labeljob_rounds import retrain_name, retrain_trainjob, retrained_model
+from cogwork.plan.labeljob_steps import ModelRef, Step, collect_step, steps
 from cogwork.plan.settings import RenderSettings
 
 TERMINAL = ("Succeeded", "Failed")
@@ -107,12 +110,23 @@ def _last_line(text: str | None, limit: int = 300) -> str:
     return lines[-1][-limit:] if lines else ""
 
 
+@dataclass(frozen=True)
+class Retraining:
+    """What review rounds need besides the pods: the TrainJob spec.model.fromTrainJob names
+    (the retrains copy its spec) and the retrain TrainJobs that exist, by round."""
+
+    source: Mapping[str, Any] | None = None
+    trainjobs: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+
+
 class _Pass:
     def __init__(self, job: LabelJob, pods: list[LabelPod], model: ModelResolution,
-                 now: datetime, settings: RenderSettings) -> None:
+                 now: datetime, settings: RenderSettings, retraining: Retraining) -> None:
         self.job, self.spec, self.model = job, job.spec, model
-        self.now, self.settings = now, settings
+        self.now, self.settings, self.retraining = now, settings, retraining
         self.pods = {p.name: p for p in pods}
+        self.round = 0  # the review round this pass is at
+        self.training_items: int | None = None  # labels the next retrain trains on
         self.conditions: list[Condition] = list(job.status.conditions)
         self.out = Actions()
 
@@ -144,15 +158,14 @@ class _Pass:
     def pod(self, step: Step) -> LabelPod | None:
         return self.pods.get(step_pod_name(self.job, step))
 
-    def ensure(self, step: Step) -> LabelPod | None:
+    def ensure(self, step: Step, model: ModelRef) -> LabelPod | None:
         """The step's pod; created (claim first) when it does not exist."""
         pod = self.pod(step)
         if pod is None:
-            assert self.model.model is not None
             if not self.out.create:
                 claim = output_claim(self.job, self.settings)
                 self.out.create.extend([claim] if claim else [])
-            self.out.create.append(step_pod(self.job, step, self.model.model, self.settings))
+            self.out.create.append(step_pod(self.job, step, model, self.settings))
             if not is_condition_true(self.conditions, "Created"):
                 self.cond("Created", "True", "PodsCreated", "labeling pods created")
                 self.event("Created", f"created {step_pod_name(self.job, step)}")
@@ -207,35 +220,103 @@ class _Pass:
             return
         if not self.job.status.start_time:
             self.out.status["startTime"] = rfc3339(self.now)
-        plan = steps(self.job, pod_layout(self.job), self.model.model)
+        model: ModelRef | None = self.model.model
+        rounds = self.spec.review.max_rounds
+        for round_ in range(rounds):
+            self.round = round_
+            self.out.status["round"] = round_
+            if round_ > 0:
+                model = self.retrained(round_)
+            if model is None:
+                return
+            summary = self.label(model, round_)
+            if summary is None:
+                return
+            routed = int(summary.get("routedToReview") or 0)
+            if round_ + 1 >= rounds or routed == 0:
+                self.finish("Succeeded", "Completed",
+                            f"{summary.get('autoAccepted', 0)} label(s) auto-accepted, "
+                            f"{routed} routed to review"
+                            + (f" after {round_ + 1} round(s)" if rounds > 1 else ""))
+                return
+            collected = self.collected(model, round_, routed)
+            if collected is None:
+                return
+            self.training_items = collected.get("trainingItems")
+
+    def label(self, model: ModelRef, round_: int) -> dict[str, Any] | None:
+        """One labeling pass: score shards, merge, push; its summary once it is all done."""
+        plan = steps(self.job, pod_layout(self.job), model, round_)
         if self.check_failures(plan):
-            return
+            return None
         scores = [s for s in plan if s.role == "score"]
         merge = next(s for s in plan if s.role == "merge")
         push = next((s for s in plan if s.role == "push"), None)
-        score_pods = [self.ensure(s) for s in scores]
+        score_pods = [self.ensure(s, model) for s in scores]
         self.progress(score_pods)
         done = sum(p is not None and p.phase == "Succeeded" for p in score_pods)
         if done < len(scores):
             self.running(f"scoring: {done} of {len(scores)} shard(s) done")
-            return
-        merged = self.ensure(merge)
+            return None
+        merged = self.ensure(merge, model)
         if merged is None or merged.phase != "Succeeded":
             self.running("merging shards: certify, accept, select review batch")
-            return
+            return None
         summary = parse_summary(merged.message)
         if summary is None:
             self.finish("Failed", "NoSummary", f"{merged.name} succeeded without a summary in "
                                                "its termination message")
-            return
+            return None
         self.summarize(summary)
-        if push is not None and not self.pushed(push):
-            return
-        self.finish("Succeeded", "Completed",
-                    f"{summary.get('autoAccepted', 0)} label(s) auto-accepted, "
-                    f"{summary.get('routedToReview', 0)} routed to review")
+        if push is not None and not self.pushed(push, model):
+            return None
+        return summary
+
+    def collected(self, model: ModelRef, round_: int, routed: int) -> dict[str, Any] | None:
+        """The collect step's summary once people's labels for the round's review batch are
+        back; None while they are not."""
+        step = collect_step(self.job, pod_layout(self.job), model, round_)
+        if self.check_failures([step]):
+            return None
+        pod = self.ensure(step, model)
+        if pod is None or pod.phase != "Succeeded":
+            self.running(f"waiting for people to label the {routed} item(s) sent to review")
+            return None
+        summary = parse_summary(pod.message) or {}
+        if summary.get("humanLabeled") is not None:
+            self.out.status.setdefault("counts", {})["humanLabeled"] = int(
+                summary["humanLabeled"])
+        return summary
+
+    def retrained(self, round_: int) -> ModelRef | None:
+        """Round `round_`'s model: TrainJob <job>-r<round> on the labels so far (created here)."""
+        name = retrain_name(self.job, round_)
+        trainjob = self.retraining.trainjobs.get(round_)
+        if trainjob is None:
+            source = self.retraining.source
+            if source is None:  # spec.model.fromTrainJob was deleted after round 0 used it
+                self.finish("Failed", "RetrainUnavailable",
+                            f"spec.model.fromTrainJob={self.spec.model.from_train_job}: the "
+                            f"TrainJob is gone; round {round_} has no spec to retrain with")
+                return None
+            self.out.create.append(retrain_trainjob(self.job, round_, source, self.settings,
+                                                    self.training_items))
+            self.event("Retraining", f"round {round_}: created TrainJob {name} on the labels "
+                                     "gathered so far")
+            self.running(f"retraining: TrainJob {name}")
+            return None
+        resolution = retrained_model(self.job, round_, trainjob)
+        if resolution.failed:
+            self.finish("Failed", "RetrainFailed", resolution.failed)
+            return None
+        if resolution.model is None:
+            self.running(f"retraining: {resolution.waiting}")
+        return resolution.model
 
     def running(self, message: str) -> None:
+        rounds = self.spec.review.max_rounds
+        if rounds > 1:
+            message = f"round {self.round + 1} of {rounds}: {message}"
         self.cond("Running", "True", "StepsRunning", message)
 
     def check_failures(self, plan: list[Step]) -> bool:
@@ -243,7 +324,9 @@ class _Pass:
             pod = self.pod(step)
             if pod is None or pod.phase != "Failed" or pod.deleting:
                 continue
-            if step.role == "push" and pod.exit_code == LABEL_STUDIO_ERROR_EXIT:
+            sink = self.spec.sink is not None and self.spec.sink.label_studio is not None
+            if sink and step.role in ("push", "collect") and \
+                    pod.exit_code == LABEL_STUDIO_ERROR_EXIT:
                 self.cond("SinkReady", "False", "LabelStudioError", _last_line(pod.message))
                 finished = _time(pod.finished_at) or self.now
                 if self.now - finished >= PUSH_RETRY_AFTER:
@@ -257,8 +340,8 @@ class _Pass:
             return True
         return False
 
-    def pushed(self, push: Step) -> bool:
-        pod = self.ensure(push)
+    def pushed(self, push: Step, model: ModelRef) -> bool:
+        pod = self.ensure(push, model)
         sink = self.spec.sink.label_studio if self.spec.sink else None
         if pod is not None and pod.waiting_reason == CONFIG_ERROR and sink is not None:
             ref = sink.secret_ref
@@ -335,6 +418,7 @@ class _Pass:
 
 
 def reconcile(job: LabelJob, pods: list[LabelPod], model: ModelResolution, now: datetime,
-              settings: RenderSettings) -> Actions:
-    """Decide everything one pass does for `job` given its pods and its resolved model."""
-    return _Pass(job, pods, model, now, settings).run()
+              settings: RenderSettings, retraining: Retraining | None = None) -> Actions:
+    """Decide everything one pass does for `job` given its pods, its resolved model and (for
+    review rounds) the TrainJobs that retrain it."""
+    return _Pass(job, pods, model, now, settings, retraining or Retraining()).run()

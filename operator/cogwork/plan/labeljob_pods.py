@@ -25,6 +25,7 @@ from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
 
 KIND = "LabelJob"
+LABEL_ROUND = "cogwork.dev/round"  # review round of a LabelJob pod
 CONTAINER = "labeler"
 OUTPUT_MOUNT = "/cogwork/output"
 MODEL_MOUNT = "/cogwork/model"
@@ -49,13 +50,15 @@ def output_path(job: LabelJob, name: str = "") -> str:
     return f"{base}/{name}" if name else base
 
 
-def pod_name(job: LabelJob, role: str, index: int | None = None) -> str:
+def pod_name(job: LabelJob, role: str, index: int | None = None, round_: int = 0) -> str:
+    """`<job>-score-2`, `<job>-merge`; later review rounds add theirs: `<job>-r1-merge`."""
+    prefix = f"{job.metadata.name}-r{round_}" if round_ else job.metadata.name
     suffix = f"-{index}" if index is not None else ""
-    return f"{job.metadata.name}-{role}{suffix}"
+    return f"{prefix}-{role}{suffix}"
 
 
 def step_pod_name(job: LabelJob, step: Step) -> str:
-    return pod_name(job, step.role, step.index)
+    return pod_name(job, step.role, step.index, step.round)
 
 
 def pod_layout(job: LabelJob) -> Layout:
@@ -80,7 +83,7 @@ def image(job: LabelJob, settings: RenderSettings) -> str:
 
 def _labels(job: LabelJob, step: Step) -> dict[str, str]:
     labels = {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_KIND: KIND,
-              contract.LABEL_ROLE: step.role}
+              contract.LABEL_ROLE: step.role, LABEL_ROUND: str(step.round)}
     if step.index is not None:
         labels[contract.LABEL_NODE_INDEX] = str(step.index)
     return labels
@@ -131,7 +134,7 @@ def _env(job: LabelJob, step: Step, namespace: str, settings: RenderSettings
     }
     env += [{"name": name, "value": value} for name, value in plain.items()]
     sink = job.spec.sink.label_studio if job.spec.sink else None
-    if step.role == "push" and sink is not None:
+    if step.role in ("push", "collect") and sink is not None:
         # The kubelet resolves the Secret: the operator needs no permission to read Secrets.
         env.append({"name": LABEL_STUDIO_KEY_ENV, "valueFrom": {"secretKeyRef": {
             "name": sink.secret_ref.name, "key": sink.secret_ref.key}}})

@@ -57,8 +57,15 @@ def resolve_model(job: LabelJob, trainjob: Mapping[str, Any] | None) -> ModelRes
     model = job.spec.model
     if model.path is not None:
         return ModelResolution(pod_model(model.path, model.claim_name, model_version(job)))
-    name = model.from_train_job
-    field = f"spec.model.fromTrainJob={name}"
+    generation = ((trainjob or {}).get("metadata") or {}).get("generation")
+    return trainjob_model(f"spec.model.fromTrainJob={model.from_train_job}",
+                          str(model.from_train_job), trainjob, model_version(job, generation))
+
+
+def trainjob_model(field: str, name: str, trainjob: Mapping[str, Any] | None, version: str
+                   ) -> ModelResolution:
+    """The model.pt a TrainJob left on its checkpoint claim, once it Succeeded; `field` names
+    the reference in what the job waits for."""
     if trainjob is None:
         return ModelResolution(waiting=f"{field}: TrainJob not found (yet)")
     state, message = _terminal(trainjob)
@@ -69,8 +76,7 @@ def resolve_model(job: LabelJob, trainjob: Mapping[str, Any] | None) -> ModelRes
                                        f"(phase {_phase(trainjob)})")
     checkpoint = (trainjob.get("spec") or {}).get("checkpoint") or {}
     claim = checkpoint.get("claimName") or f"{name}-ckpt"
-    generation = (trainjob.get("metadata") or {}).get("generation")
-    return ModelResolution(pod_model(MODEL_FILE, str(claim), model_version(job, generation)))
+    return ModelResolution(pod_model(MODEL_FILE, str(claim), version))
 
 
 def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> DataResolution:

@@ -19,10 +19,11 @@ from typing import Any, Literal
 from cogwork.api.common import parse_quantity, to_wire
 from cogwork.api.labeljob import LabelJob
 
-Role = Literal["fit", "score", "merge", "push"]
+Role = Literal["fit", "score", "merge", "push", "collect"]
 PRELABEL_MODULE = "cogwork_trainer.labeling.prelabel"
 MERGE_MODULE = "cogwork_trainer.labeling.merge"
 LABEL_STUDIO_MODULE = "cogwork_trainer.labeling.labelstudio"
+REVIEW_MODULE = "cogwork_trainer.labeling.review"
 CONFIG_ENV = "COGWORK_LABELJOB"  # the steps' configuration (cogwork_trainer.labeling.config)
 # Where the summary travels to the operator: the container's termination message (<= 4 KiB).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -61,6 +62,7 @@ class Step:
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
     index: int | None = None  # shard index of a score step
+    round: int = 0  # review round (spec.review.maxRounds): each round has its own steps
 
 
 def model_version(job: LabelJob, trainjob_generation: int | None = None) -> str:
@@ -74,7 +76,13 @@ def model_version(job: LabelJob, trainjob_generation: int | None = None) -> str:
     return (model.path or "model").rsplit("/", 1)[-1].removesuffix(".pt") or "model"
 
 
-def labeling_config(job: LabelJob, layout: Layout, model: ModelRef) -> dict[str, Any]:
+def training_set_name(round_: int) -> str:
+    """The labels round `round_` retrains on, written by the previous round's collect step."""
+    return f"train-r{round_}.npz"
+
+
+def labeling_config(job: LabelJob, layout: Layout, model: ModelRef, round_: int = 0
+                    ) -> dict[str, Any]:
     """COGWORK_LABELJOB: the spec's shape with paths as the steps see them."""
     spec = job.spec
     pool: dict[str, Any] = ({"dataset": spec.pool.dataset} if spec.pool.dataset else
@@ -83,11 +91,14 @@ def labeling_config(job: LabelJob, layout: Layout, model: ModelRef) -> dict[str,
     doc: dict[str, Any] = {
         "pool": pool,
         "modelVersion": model.version,
-        "review": {"strategy": spec.review.strategy, "batchSize": spec.review.batch_size},
+        "review": {"strategy": spec.review.strategy, "batchSize": spec.review.batch_size,
+                   "maxRounds": spec.review.max_rounds,
+                   **({"maxHumanLabels": spec.review.max_human_labels}
+                      if spec.review.max_human_labels is not None else {})},
         "labelErrors": to_wire(spec.label_errors),
         "inference": {"batchSize": spec.inference.batch_size},
         "output": layout.output_dir,
-        "round": 0,  # review rounds beyond the first are not run yet (docs/labeljob.md)
+        "round": round_,
         "randomSeed": spec.random_seed,
     }
     if model.path is not None:
@@ -122,33 +133,53 @@ def fit_step(config_env: dict[str, str]) -> Step:
     return Step("fit", ["-m", PRELABEL_MODULE, "fit"], config_env)
 
 
-def score_step(job: LabelJob, layout: Layout, config_env: dict[str, str], index: int) -> Step:
+def score_step(job: LabelJob, layout: Layout, config_env: dict[str, str], index: int,
+               round_: int = 0) -> Step:
     count = job.spec.inference.replicas
     return Step("score", ["-m", PRELABEL_MODULE, "score", "--shard-index", str(index),
                           "--shard-count", str(count), *_summary_args(layout)],
-                config_env, index)
+                config_env, index, round_)
 
 
-def merge_step(job: LabelJob, layout: Layout, config_env: dict[str, str]) -> Step:
+def merge_step(job: LabelJob, layout: Layout, config_env: dict[str, str], round_: int = 0
+               ) -> Step:
     return Step("merge", ["-m", MERGE_MODULE, "--shard-count", str(job.spec.inference.replicas),
-                          *_summary_args(layout)], config_env)
+                          *_summary_args(layout)], config_env, round=round_)
 
 
-def push_step(job: LabelJob, layout: Layout) -> Step | None:
-    """Import the review batch into Label Studio; the API key comes from the Secret (pods) or
-    the caller's environment (local), never from the spec."""
+def _sink_env(job: LabelJob) -> dict[str, str]:
+    """Where Label Studio is; its API key comes from the Secret (pods) or the caller's
+    environment (local), never from the spec."""
     sink = job.spec.sink.label_studio if job.spec.sink else None
     if sink is None:
+        return {}
+    return {"LABEL_STUDIO_URL": sink.url, "LABEL_STUDIO_PROJECT": str(sink.project)}
+
+
+def push_step(job: LabelJob, layout: Layout, round_: int = 0) -> Step | None:
+    """Import the review batch into Label Studio (with spec.sink only)."""
+    env = _sink_env(job)
+    if not env:
         return None
     return Step("push", ["-m", LABEL_STUDIO_MODULE, "push", "--output", layout.output_dir],
-                {"LABEL_STUDIO_URL": sink.url, "LABEL_STUDIO_PROJECT": str(sink.project)})
+                env, round=round_)
 
 
-def steps(job: LabelJob, layout: Layout, model: ModelRef) -> list[Step]:
-    """Every step in order: [fit], score 0..n-1, merge, [push]."""
-    env = {CONFIG_ENV: json.dumps(labeling_config(job, layout, model), separators=(",", ":"))}
+def collect_step(job: LabelJob, layout: Layout, model: ModelRef, round_: int) -> Step:
+    """Bring the round's review batch back labeled (Label Studio annotations, or a bundled
+    dataset's hidden labels in a demo) and write the next round's training set."""
+    config = labeling_config(job, layout, model, round_)
+    env = {CONFIG_ENV: json.dumps(config, separators=(",", ":")), **_sink_env(job)}
+    return Step("collect", ["-m", REVIEW_MODULE, "collect", "--round", str(round_),
+                            *_summary_args(layout)], env, round=round_)
+
+
+def steps(job: LabelJob, layout: Layout, model: ModelRef, round_: int = 0) -> list[Step]:
+    """Every step of one round in order: [fit], score 0..n-1, merge, [push]."""
+    config = labeling_config(job, layout, model, round_)
+    env = {CONFIG_ENV: json.dumps(config, separators=(",", ":"))}
     out = [fit_step(env)] if model.path is None else []
-    out += [score_step(job, layout, env, i) for i in range(job.spec.inference.replicas)]
-    out.append(merge_step(job, layout, env))
-    push = push_step(job, layout)
+    out += [score_step(job, layout, env, i, round_) for i in range(job.spec.inference.replicas)]
+    out.append(merge_step(job, layout, env, round_))
+    push = push_step(job, layout, round_)
     return [*out, push] if push else out

@@ -69,6 +69,18 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
                                                               "project": 1}}},
      "spec.sink.labelStudio.secretRef"),
     ("too many replicas", {"inference": {"replicas": 1000}}, "spec.inference.replicas"),
+    ("review rounds on a demo pool", {"review": {"maxRounds": 3, "maxHumanLabels": 300}}, ""),
+    ("review rounds through Label Studio", {
+        "pool": POOL_FILE, "seed": {"path": "seed.csv"},
+        "autoAccept": {"validation": {"path": "val.csv"}}, "review": {"maxRounds": 2},
+        "sink": {"labelStudio": {"url": "http://ls:8080", "project": 1,
+                                 "secretRef": {"name": "ls"}}}}, ""),
+    ("review rounds with a model file", {"model": {"path": "m.pt"}, "review": {"maxRounds": 2}},
+     "spec.review.maxRounds > 1 needs spec.model.fromTrainJob"),
+    ("review rounds with nobody to label", {
+        "pool": POOL_FILE, "seed": {"path": "seed.csv"},
+        "autoAccept": {"validation": {"path": "val.csv"}}, "review": {"maxRounds": 2}},
+     "spec.review.maxRounds > 1 needs spec.sink.labelStudio"),
 ]
 
 
@@ -129,7 +141,7 @@ def test_crd_names_columns_and_category(crd: dict[str, Any]) -> None:
                        "Auto": ".status.counts.autoAccepted",
                        "Review": ".status.counts.routedToReview",
                        "Precision>=": ".status.certifiedLowerBound",
-                       "Age": ".metadata.creationTimestamp"}
+                       "Round": ".status.round", "Age": ".metadata.creationTimestamp"}
 
 
 def test_every_spec_field_is_documented_and_typed(crd: dict[str, Any]) -> None:
