@@ -14,7 +14,6 @@ budget this round's batch was drawn from (null: unlimited).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import known, outputs
+from . import cli, known, outputs
 from .active import select_batch
 from .certify import (
     Certification,
@@ -184,13 +183,8 @@ def compact_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m cogwork_trainer.labeling.merge")
+    parser = cli.step_parser("cogwork_trainer.labeling.merge")
     parser.add_argument("--shard-count", type=int, required=True)
-    parser.add_argument("--summary-to", default=None,
-                        help="also write the summary here as one JSON line (the container's "
-                             "terminationMessagePath)")
     args = parser.parse_args(argv)
     try:
         summary = run(from_env(), args.shard_count)

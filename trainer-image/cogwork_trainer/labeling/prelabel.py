@@ -12,7 +12,6 @@ own directory: round r+1 scores with a retrained model and must never read round
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import known
+from . import cli, known
 from .config import LabelConfig, LabelConfigError, from_env
 from .learner import Classifier, fit_classifier, load_classifier
 from .pool import Pool, load_pool, shard_bounds
@@ -115,15 +114,11 @@ def _rank_default(name: str, fallback: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m cogwork_trainer.labeling.prelabel")
+    parser = cli.step_parser("cogwork_trainer.labeling.prelabel",
+                                 "score: the shard's counts (progress for the operator)")
     parser.add_argument("step", choices=["fit", "score"])
     parser.add_argument("--shard-index", type=int, default=_rank_default("RANK", 0))
     parser.add_argument("--shard-count", type=int, default=_rank_default("WORLD_SIZE", 1))
-    parser.add_argument("--summary-to", default=None,
-                        help="score: also write the shard's counts here as one JSON line (the "
-                             "container's terminationMessagePath: progress for the operator)")
     args = parser.parse_args(argv)
     try:
         cfg = from_env()

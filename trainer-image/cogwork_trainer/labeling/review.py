@@ -23,7 +23,6 @@ step twice gives the same files.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import known, outputs
+from . import cli, known, outputs
 from .config import LabelConfig, LabelConfigError, from_env
 from .labelstudio import Annotations, LabelStudio, LabelStudioError, merge_human_labels
 from .learner import load_classifier
@@ -193,16 +192,11 @@ def collect(cfg: LabelConfig, round_: int, client: LabelStudio | None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m cogwork_trainer.labeling.review")
+    parser = cli.step_parser("cogwork_trainer.labeling.review")
     parser.add_argument("step", choices=["collect"])
     parser.add_argument("--round", type=int, required=True, dest="round_",
                         help="the round whose review batch to collect (0-based)")
     parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS)
-    parser.add_argument("--summary-to", default=None,
-                        help="also write the summary here as one JSON line (the container's "
-                             "terminationMessagePath)")
     args = parser.parse_args(argv)
     try:
         summary = collect(from_env(), args.round_, label_studio_from_env(os.environ),
