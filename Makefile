@@ -55,7 +55,7 @@ helm: $(BUILD)/helm
 cluster: venv cluster-binary
 	$(PY) -m harness up
 
-demo: venv cluster-binary
+demo: venv cluster-binary helm
 	$(PY) -m harness.demo
 
 crds: venv
@@ -70,7 +70,7 @@ lint: venv
 test-unit: venv celcheck
 	$(PY) -m pytest tests/unit -q
 
-test-cluster: venv cluster-binary
+test-cluster: venv cluster-binary helm
 	$(PY) -m pytest tests/cluster tests/e2e -q -x
 
 test: lint venv cluster-binary celcheck helm

@@ -14,12 +14,10 @@ from typing import Any
 import pytest
 import yaml
 from harness.cluster import Cluster
-from harness.controlplane import REPO_ROOT
+from harness.operator import CHART, HELM
 
 pytestmark = pytest.mark.cluster
 
-CHART = REPO_ROOT / "charts/cogwork"
-HELM = REPO_ROOT / ".build/helm"
 RELEASE = "cw-chart-test"  # contains no "cogwork": fullname is cw-chart-test-cogwork
 FULLNAME = f"{RELEASE}-cogwork"
 
@@ -66,6 +64,9 @@ def test_schema_rejects_bad_values(helm_env: dict[str, str]) -> None:
     assert bad.returncode != 0 and "/report/tls/mode" in bad.stderr
     typo = helm(helm_env, "template", "x", str(CHART), "--set=metrics.prot=1", check=False)
     assert typo.returncode != 0 and "prot" in typo.stderr
+    # Never two writers: Kopf has no leader election.
+    two = helm(helm_env, "template", "x", str(CHART), "--set=replicas=2", check=False)
+    assert two.returncode != 0 and "/replicas" in two.stderr
 
 
 def test_template_renders_a_restricted_single_writer_operator(helm_env: dict[str, str]) -> None:
@@ -113,6 +114,9 @@ def test_template_options(helm_env: dict[str, str]) -> None:
     assert trainer_ns == {"ops", "ml", "research"}
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml" in args and "--namespace=research" in args
+    # replicas=0: everything but the operator pod (the e2e suite runs the operator itself).
+    (idle,) = by_kind(render(helm_env, "replicas=0"), "Deployment")
+    assert idle["spec"]["replicas"] == 0
     off = render(helm_env, "report.tls.mode=operator", "metrics.enabled=false")
     assert not by_kind(off, "Secret")
     assert {s["metadata"]["name"] for s in by_kind(off, "Service")} == {FULLNAME}

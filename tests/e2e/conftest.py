@@ -1,4 +1,5 @@
-"""The operator end to end: CRDs installed, operator running under the chart's RBAC."""
+"""The operator end to end: the chart installed by the real helm, operator running under the
+chart's operator ServiceAccount (its RBAC, not admin's)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from harness.cluster import Cluster
 from harness.jobs import Jobs
-from harness.operator import Operator, install_crds, install_rbac
+from harness.operator import HELM, Operator, install_chart
 
 # Slow each optimizer step a little so tests can act mid-training on a 2-core machine.
 STEP_DELAY = "0.08"
@@ -15,10 +16,13 @@ STEP_DELAY = "0.08"
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster) -> Iterator[Operator]:
-    install_crds(cluster.control_plane)
-    install_rbac(cluster.control_plane)
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: run `make helm` (the e2e suite installs the chart "
+                    "with the real helm)", pytrace=False)
+    service_account = install_chart(cluster.control_plane, cluster.workdir / "helm")
     knobs = {"COGWORK_TRAINER_EXTRA_ENV": f"COGWORK_STEP_DELAY_SECONDS={STEP_DELAY}"}
-    op = Operator(cluster.control_plane, cluster.workdir / "operator", extra_env=knobs)
+    op = Operator(cluster.control_plane, cluster.workdir / "operator", extra_env=knobs,
+                  service_account=service_account)
     op.start()
     try:
         yield op

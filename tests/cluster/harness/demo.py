@@ -1,4 +1,5 @@
-"""`make demo`: local cluster + CRDs + operator, apply the example TrainJob, follow it live."""
+"""`make demo`: local cluster + the chart (real helm) + operator, apply the example TrainJob,
+follow it live."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from .cluster import Cluster
 from .controlplane import REPO_ROOT
-from .operator import Operator, install_crds, install_rbac
+from .operator import HELM, Operator, install_chart, install_crds, install_rbac
 
 
 def follow(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
@@ -39,6 +40,20 @@ def follow(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[
     raise TimeoutError(f"{name} did not finish in {timeout}s")
 
 
+def install(cluster: Cluster, workdir: Path, operator: Operator) -> None:
+    """The chart with the real helm (no operator pod: the operator runs here, under the chart's
+    ServiceAccount), or, before `make helm`, crds/ and the chart's RBAC rules applied as-is."""
+    if HELM.exists():
+        operator.service_account = install_chart(cluster.control_plane, workdir / "helm")
+        print(f"helm install cogwork charts/cogwork: operator runs as ServiceAccount "
+              f"{operator.service_account}", flush=True)
+    else:
+        print(f"{HELM} missing (`make helm` builds it): applying crds/ and the chart's RBAC "
+              "rules without helm", flush=True)
+        install_crds(cluster.control_plane)
+        install_rbac(cluster.control_plane)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.demo")
     parser.add_argument("-f", "--file", default=str(REPO_ROOT / "examples/trainjob-digits.yaml"))
@@ -55,10 +70,9 @@ def main() -> int:
     try:
         cluster.start()
         print(f"control plane + node agent ready in {time.monotonic() - t0:.1f}s", flush=True)
-        install_crds(cluster.control_plane)
-        install_rbac(cluster.control_plane)
+        install(cluster, workdir, operator)
         operator.start()
-        print("CRDs and operator installed; applying", args.file, flush=True)
+        print("operator running; applying", args.file, flush=True)
         applied = cluster.kubectl("apply", "-n", "default", "-f", args.file).stdout
         print(applied.strip(), flush=True)
         name = applied.split()[0].split("/")[-1]

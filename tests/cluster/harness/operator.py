@@ -1,7 +1,9 @@
 """Run the Cogwork operator as a local process under a ServiceAccount with the chart's RBAC.
 
-Pods reach the operator's report endpoint through the node agent's bridge address, so the
-report URL points there; everything else is what the chart installs.
+`install_chart` installs charts/cogwork with the real helm (`make helm`), with no operator pod
+(`replicas=0`): CRDs, RBAC, ServiceAccounts and roles are then exactly what users install, and
+the operator runs here with a token of the chart's own operator ServiceAccount. Pods reach its
+report endpoint through the node agent's bridge address, so the report URL points there.
 """
 
 from __future__ import annotations
@@ -20,21 +22,57 @@ import yaml
 from .controlplane import REPO_ROOT, ControlPlane, free_port
 
 OPERATOR_NAMESPACE = "cogwork-system"
+CHART = REPO_ROOT / "charts/cogwork"
+HELM = Path(os.environ.get("COGWORK_HELM_BIN", REPO_ROOT / ".build/helm"))
+RELEASE = "cogwork"
+# What `install_rbac` creates when there is no helm (bench/, `make demo` without `make helm`).
 OPERATOR_SA = "cogwork-operator"
 BRIDGE_IP = "10.244.0.1"  # the node agent's bridge: the host as seen from pods
 
 
-def install_crds(cp: ControlPlane) -> None:
-    for path in sorted((REPO_ROOT / "crds").glob("*.yaml")):
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for path in sorted((REPO_ROOT / "crds").glob("*.yaml")):
+def helm(cp: ControlPlane, workdir: Path, *args: str) -> str:
+    """Run helm as the cluster admin, with its caches and config under `workdir`."""
+    if not HELM.exists():
+        raise FileNotFoundError(f"{HELM} is missing: build it with `make helm`")
+    env = dict(os.environ)
+    env.update({f"HELM_{kind}_HOME": str(workdir / kind.lower())
+                for kind in ("CACHE", "CONFIG", "DATA")})
+    result = subprocess.run([str(HELM), *args, f"--kubeconfig={cp.kubeconfig('admin')}"],
+                            capture_output=True, text=True, env=env, timeout=180)
+    if result.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def install_chart(cp: ControlPlane, workdir: Path) -> str:
+    """`helm install cogwork charts/cogwork -n cogwork-system --create-namespace` with no
+    operator pod; returns the operator ServiceAccount the chart rendered."""
+    helm(cp, workdir, "install", RELEASE, str(CHART), f"--namespace={OPERATOR_NAMESPACE}",
+         "--create-namespace", "--set=replicas=0", "--wait=false")
+    wait_crds_established(cp, CHART / "crds")
+    manifest = helm(cp, workdir, "get", "manifest", RELEASE, f"--namespace={OPERATOR_NAMESPACE}")
+    (deployment,) = [d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "Deployment"]
+    name: str = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    return name
+
+
+def wait_crds_established(cp: ControlPlane, directory: Path) -> None:
+    for path in sorted(directory.glob("*.yaml")):
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
+def install_crds(cp: ControlPlane) -> None:
+    """Without helm: apply crds/ (bench/, and `make demo` before `make helm`)."""
+    for path in sorted((REPO_ROOT / "crds").glob("*.yaml")):
+        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    wait_crds_established(cp, REPO_ROOT / "crds")
+
+
 def install_rbac(cp: ControlPlane) -> None:
-    """ServiceAccount + ClusterRole from charts/cogwork/files/operator-rules.yaml + binding."""
-    rules = yaml.safe_load((REPO_ROOT / "charts/cogwork/files/operator-rules.yaml").read_text())
+    """Without helm: ServiceAccount `OPERATOR_SA` + ClusterRole from the chart's
+    files/operator-rules.yaml + binding. The e2e suite uses `install_chart` instead."""
+    rules = yaml.safe_load((CHART / "files/operator-rules.yaml").read_text())
     docs = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount",
@@ -52,15 +90,16 @@ def install_rbac(cp: ControlPlane) -> None:
                                                       "items": docs}))
 
 
-def service_account_kubeconfig(cp: ControlPlane, path: Path) -> Path:
-    token = cp.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NAMESPACE,
+def service_account_kubeconfig(cp: ControlPlane, path: Path,
+                               service_account: str = OPERATOR_SA) -> Path:
+    token = cp.kubectl("create", "token", service_account, "-n", OPERATOR_NAMESPACE,
                        "--duration=48h").stdout.strip()
     config = {
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c", "cluster": {"server": cp.server,
                                                "certificate-authority": str(cp.ca_file)}}],
-        "users": [{"name": OPERATOR_SA, "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": OPERATOR_SA}}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": service_account}}],
         "current-context": "c",
     }
     path.write_text(json.dumps(config))
@@ -77,6 +116,8 @@ class Operator:
     port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Whose token the operator uses: install_chart's answer, or install_rbac's account.
+    service_account: str = OPERATOR_SA
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -86,7 +127,8 @@ class Operator:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        kubeconfig = service_account_kubeconfig(self.cp, self.workdir / "operator.kubeconfig")
+        kubeconfig = service_account_kubeconfig(self.cp, self.workdir / "operator.kubeconfig",
+                                                self.service_account)
         env = dict(os.environ)
         env.update({
             "KUBECONFIG": str(kubeconfig),
