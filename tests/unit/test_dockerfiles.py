@@ -16,8 +16,9 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).parents[2]
 DOCKERFILES = {"operator": ROOT / "Dockerfile", "trainer": ROOT / "trainer-image/Dockerfile"}
 # In pyproject for `cogwork run` and the trainer; the operator never imports them.
-NOT_IN_OPERATOR = {"torch", "scikit-learn", "cleanlab"}
-IMPORT_NAMES = {"torch": "torch", "scikit-learn": "sklearn", "cleanlab": "cleanlab"}
+NOT_IN_OPERATOR = {"torch", "scikit-learn", "cleanlab", "grpcio"}
+IMPORT_NAMES = {"torch": "torch", "scikit-learn": "sklearn", "cleanlab": "cleanlab",
+                "grpcio": "grpc"}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:

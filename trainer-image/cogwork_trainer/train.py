@@ -32,6 +32,7 @@ from .config import Config, ConfigError, ScriptConfig, TaskConfig, from_env
 from .control import Control
 from .data import Dataset, batch_indices, epoch_permutation, load_dataset, steps_per_epoch
 from .evaluate import evaluate
+from .katib_push import KatibPusher
 from .models import build_model, save_model
 from .report import Reporter
 
@@ -108,6 +109,8 @@ class Trainer:
         self.cfg, self.task, self.device = cfg, task, device
         self.rank, self.world = cdist.rank(), cdist.world_size()
         self.reporter = Reporter.from_config(cfg, enabled=self.rank == 0)
+        # Katib trials (Push collector) also get rank 0's metrics; None elsewhere.
+        self.katib = KatibPusher.from_env(enabled=self.rank == 0)
         self.heartbeat = Heartbeat(
             cfg.heartbeat_file, enabled=int(os.environ.get("LOCAL_RANK", "0")) == 0
         )
@@ -188,6 +191,13 @@ class Trainer:
             "checkpointStep": self.last_saved_step if self.last_saved_step >= 0 else None,
         }
 
+    def push_to_katib(self, final: bool = False, **extra: float) -> None:
+        """The metrics of the latest report (plus `extra`) as one Katib observation."""
+        if self.katib is None:
+            return
+        latest = _metrics(self.last_loss, self.last_val_accuracy) or []
+        self.katib.push({**{m["name"]: m["value"] for m in latest}, **extra}, final=final)
+
     # -- the loop ------------------------------------------------------------------------
 
     def end_epoch(self, loss_sum: float, loss_count: float) -> None:
@@ -202,6 +212,7 @@ class Trainer:
         log.info("epoch %d/%d: loss %s val_accuracy %s", self.state.epoch, self.task.epochs,
                  self.last_loss, self.last_val_accuracy)
         self.reporter.emit("progress", force=True, **self._progress_fields())
+        self.push_to_katib()  # once per epoch: the reports in between repeat these values
 
     def handle_control(self) -> bool:
         """Act on the annotations at this step boundary; True when training must stop."""
@@ -293,8 +304,12 @@ class Trainer:
                 fields = self._progress_fields()
                 fields["estimatedRemainingSeconds"] = 0
                 self.reporter.emit("completed", evaluation=evaluation, **fields)
+                self.push_to_katib(final=True, accuracy=evaluation["accuracy"],
+                                   macroF1=evaluation["macroF1"])
         self.heartbeat.beat(self.state.step, force=True)
         self.reporter.close()
+        if self.katib is not None:
+            self.katib.close()
         cdist.barrier()  # nobody leaves (and tears the group down) while rank 0 still writes
         return 0
 
