@@ -30,6 +30,7 @@ from cogwork.api.tunejob_spec import (
     INTEGER_FIELDS,
     MAX_PARAMETERS,
     TARGET_FIELDS,
+    AdditionalObjective,
     Budget,
     Categorical,
     FloatRange,
@@ -43,14 +44,16 @@ from cogwork.api.tunejob_spec import (
 )
 
 __all__ = [
-    "CHOICE_FIELDS", "DECIMAL_FIELDS", "INTEGER_FIELDS", "MAX_NAME_LENGTH", "TARGET_FIELDS",
-    "TUNEJOB_RESOURCE", "BestTrial", "Budget", "Categorical", "FloatRange", "IntRange",
-    "LogRange", "Objective", "Parameter", "Promote", "Pruner", "Search", "TrialCounts",
-    "TuneJob", "TuneJobSpec", "TuneJobStatus",
+    "CHOICE_FIELDS", "DECIMAL_FIELDS", "INTEGER_FIELDS", "MAX_NAME_LENGTH", "MAX_PARETO_TRIALS",
+    "TARGET_FIELDS", "TUNEJOB_RESOURCE", "AdditionalObjective", "BestTrial", "Budget",
+    "Categorical", "FloatRange", "IntRange", "LogRange", "Objective", "Parameter", "ParetoTrial",
+    "Promote", "Pruner", "Search", "TrialCounts", "TuneJob", "TuneJobSpec", "TuneJobStatus",
 ]
 
 # Trials are <name>-t<index> (index < 10000) and must be valid TrainJob names (<= 54).
 MAX_NAME_LENGTH = 48
+# The status lists at most this many Pareto-optimal trials (the status stays small).
+MAX_PARETO_TRIALS = 10
 Phase = Literal["Pending", "Suspended", "Running", "Succeeded", "Failed"]
 
 # Condition types.
@@ -62,8 +65,33 @@ FAILED = "Failed"
 
 def _defaults_of(model: type[SpecModel]) -> dict[str, Any]:
     """Materialised defaults of an object field: the apiserver runs CEL on a default before
-    nested defaults apply, so `{}` would fail rules that read its fields."""
-    return {"default": to_wire(model())}
+    nested defaults apply, so `{}` would fail rules that read its fields. Empty lists are left
+    out: objects stored before a list field existed must still equal their defaulted update
+    (the immutability rules compare whole blocks)."""
+    return {"default": {k: v for k, v in to_wire(model()).items() if v != []}}
+
+
+# (CEL check, message, field) that hold when spec.objective.additional is not empty.
+MULTI_OBJECTIVE_RULES = (
+    ("self.pruner.algorithm == 'none'",
+     "spec.pruner.algorithm must be none with spec.objective.additional: Optuna does not prune "
+     "multi-objective studies", ".pruner.algorithm"),
+    ("self.search.algorithm != 'cmaes'",
+     "spec.search.algorithm cmaes supports a single objective: use tpe, gp, random, qmc or "
+     "grid with spec.objective.additional", ".search.algorithm"),
+    ("self.engine == 'builtin'",
+     "spec.engine katib does not support spec.objective.additional: Katib optimizes one "
+     "objective (additionalMetricNames are only recorded)", ".engine"),
+)
+
+
+def _multi_objective_errors(spec: TuneJobSpec) -> list[str]:
+    """The messages of MULTI_OBJECTIVE_RULES that `spec` breaks (the pydantic twin of the CEL)."""
+    if not spec.objective.additional:
+        return []
+    broken = [spec.pruner.algorithm != "none", spec.search.algorithm == "cmaes",
+              spec.engine != "builtin"]
+    return [rule[1] for rule, bad in zip(MULTI_OBJECTIVE_RULES, broken, strict=True) if bad]
 
 
 def _spec_validations() -> dict[str, Any]:
@@ -84,6 +112,10 @@ def _spec_validations() -> dict[str, Any]:
         cel("!self.trialTemplate.stop", "spec.trialTemplate.stop must be false",
             field_path=".trialTemplate.stop"),
     ]
+    # Multi-objective: what Optuna and Katib cannot do with more than one objective.
+    multi = "has(self.objective.additional) && size(self.objective.additional) > 0"
+    rules += [cel(f"!({multi}) || {check}", message, field_path=path)
+              for check, message, path in MULTI_OBJECTIVE_RULES]
     rules += [cel(cel_unchanged(path), f"spec.{path} is immutable", field_path=f".{path}",
                   reason="FieldValueForbidden") for path in immutable]
     return validations(*rules)
@@ -133,6 +165,8 @@ class TuneJobSpec(SpecModel):
             raise ValueError("parameters that set task.* fields need spec.trialTemplate.task")
         if self.trial_template.stop:
             raise ValueError("spec.trialTemplate.stop must be false")
+        for message in _multi_objective_errors(self):
+            raise ValueError(message)
         return self
 
 
@@ -149,8 +183,18 @@ class TrialCounts(StatusModel):
 class BestTrial(StatusModel):
     name: str = Field(description="The trial TrainJob.")
     index: int = Field(description="Trial index.")
-    value: float = Field(description="Its objective value.")
+    value: float = Field(description="Its objective value (the primary objective's).")
     params: dict[str, str] = Field(default_factory=dict, description="Its parameters.")
+    values: dict[str, float] | None = Field(
+        default=None, description="Every objective's value by metric (multi-objective only).")
+
+
+class ParetoTrial(StatusModel):
+    """A trial no other completed trial beats on every objective."""
+
+    name: str = Field(description="The trial TrainJob.")
+    index: int = Field(description="Trial index.")
+    values: dict[str, float] = Field(description="Its value of each objective, by metric.")
 
 
 ConditionList = Annotated[
@@ -172,7 +216,15 @@ class TuneJobStatus(StatusModel):
     trials: TrialCounts | None = Field(default=None, description="Trials by state.")
     trials_text: str | None = Field(default=None,
                                     description="\"finished/maxTrials\" for printing.")
-    best_trial: BestTrial | None = Field(default=None, description="Best finished trial.")
+    best_trial: BestTrial | None = Field(
+        default=None, description="Best finished trial on the primary objective (with "
+                                   "additional objectives: the best of the Pareto front).")
+    pareto_front: list[ParetoTrial] | None = Field(
+        default=None, max_length=MAX_PARETO_TRIALS,
+        description="Multi-objective only: the Pareto-optimal trials, best primary value "
+                    "first, at most 10 (paretoFrontSize counts them all).")
+    pareto_front_size: int | None = Field(default=None,
+                                          description="Trials on the Pareto front.")
     promoted_train_job: str | None = Field(default=None,
                                            description="The final TrainJob, once created.")
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},

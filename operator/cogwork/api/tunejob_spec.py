@@ -34,6 +34,7 @@ TARGET_FIELDS = (*DECIMAL_FIELDS, *INTEGER_FIELDS, *CHOICE_FIELDS)
 DISTRIBUTIONS = ("uniform", "logUniform", "int", "categorical")
 MAX_PARAMETERS = 32
 MAX_CATEGORIES = 64
+MAX_ADDITIONAL_OBJECTIVES = 4
 INTEGER_PATTERN = r"^[0-9]+$"
 
 
@@ -224,16 +225,60 @@ class Parameter(SpecModel):
                 raise ValueError(f"{name} takes categorical values among {', '.join(choices)}")
 
 
+Direction = Literal["maximize", "minimize"]
+
+
+class AdditionalObjective(SpecModel):
+    """A further objective of a multi-objective search: optimized, never a stopping goal."""
+
+    metric: str = Field(min_length=1, max_length=63,
+                        description="A metric the trial reports, like spec.objective.metric.")
+    direction: Direction = Field(description="maximize or minimize.")
+
+
 class Objective(SpecModel):
-    """What the trials are ranked by: a metric the trainer reports."""
+    """What the trials are ranked by: a metric the trainer reports, and optionally more.
+
+    The primary objective (metric, direction, goal) ranks bestTrial, drives the goal and picks
+    the promoted trial; `additional` objectives make the search multi-objective (a Pareto front).
+    """
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "!has(self.additional) || self.additional.all(a, a.metric != self.metric && "
+        "self.additional.exists_one(b, b.metric == a.metric))",
+        "spec.objective.additional metrics must be unique and differ from "
+        "spec.objective.metric", field_path=".additional")))
 
     metric: str = Field(default="val_accuracy", min_length=1, max_length=63,
                         description="A metric in the trial's status.metrics (e.g. val_accuracy, "
                                     "loss), or accuracy / macroF1 from status.evaluation.")
-    direction: Literal["maximize", "minimize"] = Field(default="maximize",
-                                                       description="maximize or minimize.")
+    direction: Direction = Field(default="maximize", description="maximize or minimize.")
     goal: SignedDecimalString | None = Field(
-        default=None, description="Stop starting trials once a trial reaches this value.")
+        default=None, description="Stop starting trials once a trial reaches this value "
+                                  "(primary objective only).")
+    additional: list[AdditionalObjective] = Field(
+        default_factory=list, max_length=MAX_ADDITIONAL_OBJECTIVES,
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["metric"]},
+        description="Further objectives (at most 4) for a multi-objective search: trials are "
+                    "compared by Pareto dominance; needs pruner none and a search algorithm "
+                    "other than cmaes; builtin engine only.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("spec.objective.additional metrics must be unique and differ from "
+                             "spec.objective.metric")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every objective's metric, the primary first."""
+        return [self.metric, *(a.metric for a in self.additional)]
+
+    @property
+    def directions(self) -> list[Direction]:
+        return [self.direction, *(a.direction for a in self.additional)]
 
 
 class Search(SpecModel):

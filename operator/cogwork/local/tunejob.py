@@ -55,14 +55,34 @@ def _reports_status(trial_dir: Path) -> dict[str, Any]:
     return status
 
 
+def _shown(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
 def _table(job: TuneJob, trials: list[TrialObservation], out: TextIO) -> None:
-    print(f"{'TRIAL':<24} {'STATE':<9} {job.spec.objective.metric:>14}  PARAMS", file=out)
+    """One row per trial: state, every objective's latest value, parameters."""
+    metrics = job.spec.objective.metrics
+    header = " ".join(f"{m:>14}" for m in metrics)
+    print(f"{'TRIAL':<24} {'STATE':<9} {header}  PARAMS", file=out)
     for trial in sorted(trials, key=lambda t: t.index):
-        value = trial.value if trial.value is not None else (
-            trial.curve[max(trial.curve)] if trial.curve else None)
-        shown = f"{value:.4f}" if value is not None else "-"
+        primary = trial.value if trial.value is not None else (
+            trial.curve[max(trial.curve)] if trial.curve else trial.metrics.get(metrics[0]))
+        values = [primary, *(trial.metrics.get(m) for m in metrics[1:])]
+        shown = " ".join(f"{_shown(v):>14}" for v in values)
         params = ", ".join(f"{k}={v}" for k, v in params_text(trial.params).items())
-        print(f"{trial.name:<24} {trial.state:<9} {shown:>14}  {params}", file=out)
+        print(f"{trial.name:<24} {trial.state:<9} {shown}  {params}", file=out)
+    print(file=out, flush=True)
+
+
+def _print_pareto(job: TuneJob, status: dict[str, Any], out: TextIO) -> None:
+    """The Pareto front of a multi-objective search, best primary value first."""
+    front = status.get("paretoFront") or []
+    metrics = job.spec.objective.metrics
+    print(f"Pareto front ({status.get('paretoFrontSize', len(front))} trial(s)):", file=out)
+    print(f"{'TRIAL':<24} " + " ".join(f"{m:>14}" for m in metrics), file=out)
+    for entry in front:
+        values = " ".join(f"{_shown(entry['values'].get(m)):>14}" for m in metrics)
+        print(f"{entry['name']:<24} {values}", file=out)
     print(file=out, flush=True)
 
 
@@ -120,6 +140,8 @@ def run_tunejob(doc: Mapping[str, Any], workdir: Path | None = None,
                 _table(job, trials, out)
             if status.get("phase") not in ("Succeeded", "Failed"):
                 time.sleep(POLL_SECONDS)
+    if job.spec.objective.additional:
+        _print_pareto(job, status, out)
     print(json.dumps({k: status.get(k) for k in ("phase", "trials", "bestTrial")}, indent=1),
           file=out, flush=True)
     return 0 if status.get("phase") == "Succeeded" else EXIT_FAILED

@@ -16,7 +16,7 @@ from typing import Any
 
 from cogwork.api.common import API_VERSION, Condition, is_condition_true, rfc3339, set_condition
 from cogwork.api.common import to_wire as _to_wire
-from cogwork.api.tunejob import TuneJob
+from cogwork.api.tunejob import MAX_PARETO_TRIALS, TuneJob
 from cogwork.plan.kstatus import with_kstatus
 from cogwork.plan.tunejob_trials import (
     ANNOTATION_PARAMS,
@@ -25,11 +25,14 @@ from cogwork.plan.tunejob_trials import (
     LABEL_PROMOTED_FROM,
     LABEL_TRIAL_INDEX,
     LABEL_TUNEJOB,
+    MISSING_OBJECTIVE_METRIC,
     ParamValue,
     TrialObservation,
     apply_params,
+    objective_values,
     params_text,
     trial_name,
+    with_objectives,
 )
 
 TERMINAL = ("Succeeded", "Failed")
@@ -71,8 +74,40 @@ def is_terminal(job: TuneJob) -> bool:
     return any(is_condition_true(job.status.conditions, t) for t in TERMINAL)
 
 
+def is_multi_objective(job: TuneJob) -> bool:
+    return bool(job.spec.objective.additional)
+
+
+def _losses(job: TuneJob, trial: TrialObservation) -> tuple[float, ...] | None:
+    """The trial's objective values turned so that lower is better on every objective."""
+    values = objective_values(trial, job.spec.objective.metrics)
+    if trial.state != "COMPLETE" or values is None:
+        return None
+    return tuple(-v if d == "maximize" else v
+                 for v, d in zip(values, job.spec.objective.directions, strict=True))
+
+
+def pareto_front(job: TuneJob, trials: list[TrialObservation]) -> list[TrialObservation]:
+    """COMPLETE trials no other one dominates, best primary value first (then the next
+    objectives, then the lower index). Equal value vectors dominate neither way: both stay."""
+    scored = [(losses, t) for t in trials if (losses := _losses(job, t)) is not None]
+    scored.sort(key=lambda item: (item[0], item[1].index))
+    front: list[tuple[tuple[float, ...], TrialObservation]] = []
+    # In this order a trial can only be dominated by an earlier one, and if it is dominated at
+    # all, then by a trial already on the front (dominance is transitive).
+    for losses, trial in scored:
+        if not any(all(f <= c for f, c in zip(kept, losses, strict=True)) and kept != losses
+                   for kept, _ in front):
+            front.append((losses, trial))
+    return [trial for _, trial in front]
+
+
 def best_trial(job: TuneJob, trials: list[TrialObservation]) -> TrialObservation | None:
-    """Best COMPLETE trial; ties go to the lower index (deterministic)."""
+    """Best COMPLETE trial on the primary objective; ties go to the lower index (deterministic).
+    With additional objectives: the Pareto trial best on the primary (what gets promoted)."""
+    if is_multi_objective(job):
+        front = pareto_front(job, trials)
+        return front[0] if front else None
     done = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
     if not done:
         return None
@@ -187,7 +222,7 @@ class _Pass:
             failed = sum(t.state == "FAIL" for t in self.trials)
             self.finish("Failed", "TooManyFailedTrials",
                         f"{failed} trials failed; spec.budget.maxFailedTrials is "
-                        f"{self.job.spec.budget.max_failed_trials}")
+                        f"{self.job.spec.budget.max_failed_trials}{self.missing_metrics()}")
         elif self.job.spec.suspend:
             self.suspend()
         else:
@@ -243,13 +278,20 @@ class _Pass:
             self.out.requeue_after = 5.0 if unfinished else 10.0
             return
         if self.best is None:
+            metrics = " and ".join(self.job.spec.objective.metrics)
             self.finish("Failed", "NoCompletedTrials", "no trial completed with a value of "
-                                                       f"{self.job.spec.objective.metric}")
+                                                       f"{metrics}{self.missing_metrics()}")
             return
         reason = "GoalReached" if goal_reached(self.job, self.best) else "Completed"
         self.finish("Succeeded", reason, f"best trial {self.best.name}: "
                                          f"{self.job.spec.objective.metric} {self.best.value}")
         self.promote()
+
+    def missing_metrics(self) -> str:
+        """Why succeeded trials counted as failed, for the terminal message (said once)."""
+        missing = [f"{t.name} ({t.reason})" for t in self.trials
+                   if t.reason.startswith(MISSING_OBJECTIVE_METRIC)]
+        return f"; succeeded without every objective: {', '.join(missing)}" if missing else ""
 
     def promote(self) -> None:
         if (not self.job.spec.promote.enabled or self.best is None
@@ -281,11 +323,26 @@ class _Pass:
             status["bestTrial"] = {"name": self.best.name, "index": self.best.index,
                                    "value": self.best.value,
                                    "params": params_text(self.best.params)}
+        if is_multi_objective(self.job):
+            self.write_pareto(status)
         status["phase"] = derive_phase(self.conditions)
         conditions = with_kstatus(self.conditions, status["phase"],
                                   self.job.metadata.generation, self.now)
         status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
                                 for c in conditions]
+
+
+    def write_pareto(self, status: dict[str, Any]) -> None:
+        metrics = self.job.spec.objective.metrics
+        front = pareto_front(self.job, self.trials)
+        entries = [{"name": t.name, "index": t.index,
+                    "values": dict(zip(metrics, objective_values(t, metrics) or [],
+                                       strict=True))}
+                   for t in front[:MAX_PARETO_TRIALS]]
+        status["paretoFront"] = entries
+        status["paretoFrontSize"] = len(front)
+        if entries and "bestTrial" in status:
+            status["bestTrial"]["values"] = entries[0]["values"]
 
 
 def derive_phase(conditions: list[Condition]) -> str:
@@ -298,4 +355,5 @@ def derive_phase(conditions: list[Condition]) -> str:
 def reconcile(job: TuneJob, trials: list[TrialObservation], decision: EngineDecision,
               now: datetime) -> Actions:
     """Decide everything one pass does for `job` given its trials and the engine's decision."""
-    return _Pass(job, sorted(trials, key=lambda t: t.index), decision, now).run()
+    observed = with_objectives(trials, job.spec.objective.metrics)
+    return _Pass(job, sorted(observed, key=lambda t: t.index), decision, now).run()

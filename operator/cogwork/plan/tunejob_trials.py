@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cogwork.api.tunejob import CHOICE_FIELDS, DECIMAL_FIELDS, INTEGER_FIELDS, Parameter
@@ -25,6 +25,8 @@ ANNOTATION_PARAMS = "cogwork.dev/trial-params"
 ANNOTATION_PRUNED_AT = "cogwork.dev/pruned-at"
 # Values the pruner recorded at each rung it evaluated (Optuna's completed_rung_<k>), JSON list.
 ANNOTATION_RUNGS = "cogwork.dev/rungs"
+# Reason of a succeeded trial that lacks an additional objective's metric (it counts as FAIL).
+MISSING_OBJECTIVE_METRIC = "MissingObjectiveMetric"
 
 TrialState = Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL"]
 ParamValue = float | int | str
@@ -46,6 +48,10 @@ class TrialObservation:
     stop_requested: bool = False
     suspended: bool = False
     reason: str = ""  # reason of the terminal condition
+    # Latest value of every scalar metric the trial reported (status.metrics.latest, then the
+    # scalar fields of status.evaluation): where the extra objectives of a multi-objective
+    # search are read from, the same way `value` is read for the primary objective.
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def last_resource(self) -> int | None:
@@ -78,6 +84,20 @@ def final_value(status: dict[str, Any], metric: str) -> float | None:
             return _float(item.get("value"))
     evaluation = status.get("evaluation") or {}
     return _float(evaluation[metric]) if evaluation.get(metric) is not None else None
+
+
+def reported_metrics(status: dict[str, Any]) -> dict[str, float]:
+    """Every metric final_value can read, by name (a metrics entry wins over evaluation)."""
+    out: dict[str, float] = {}
+    for name, raw in (status.get("evaluation") or {}).items():
+        value = _float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+        if value is not None:
+            out[str(name)] = value
+    for item in (status.get("metrics") or {}).get("latest") or []:
+        value = _float(item.get("value"))
+        if item.get("name") and value is not None:
+            out[str(item["name"])] = value
+    return out
 
 
 def learning_curve(spec: dict[str, Any], status: dict[str, Any], metric: str,
@@ -146,7 +166,35 @@ def observe_trial(body: dict[str, Any], metric: str, resource: Resource) -> Tria
         value=value if state == "COMPLETE" else None,
         curve=learning_curve(spec, status, metric, resource), rungs=rungs,
         finished=terminal is not None, stop_requested=bool(spec.get("stop")),
-        suspended=bool(spec.get("suspend")), reason=terminal[1] if terminal else "")
+        suspended=bool(spec.get("suspend")), reason=terminal[1] if terminal else "",
+        metrics=reported_metrics(status))
+
+
+def objective_values(trial: TrialObservation, metrics: list[str]) -> list[float] | None:
+    """The trial's value of each objective (primary first), None when one is missing."""
+    if trial.value is None:
+        return None
+    extra = [trial.metrics.get(metric) for metric in metrics[1:]]
+    if any(value is None for value in extra):
+        return None
+    return [trial.value, *(v for v in extra if v is not None)]
+
+
+def with_objectives(trials: list[TrialObservation],
+                    metrics: list[str]) -> list[TrialObservation]:
+    """Completed trials that lack an additional objective's metric count as failed.
+
+    The primary metric is checked when the trial is observed; the others here, where the
+    objectives are known (the engine and the planner both call this; it is idempotent).
+    """
+    out = []
+    for trial in trials:
+        if trial.state == "COMPLETE" and objective_values(trial, metrics) is None:
+            missing = [m for m in metrics[1:] if m not in trial.metrics]
+            trial = replace(trial, state="FAIL", value=None,
+                            reason=f"{MISSING_OBJECTIVE_METRIC}: {', '.join(missing)} not reported")
+        out.append(trial)
+    return out
 
 
 # -- parameters -> TrainJob fields ------------------------------------------------------------

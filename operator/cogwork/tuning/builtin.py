@@ -28,7 +28,12 @@ from optuna.trial import TrialState as OptunaState
 
 from cogwork.api.tunejob import Pruner, Search, TuneJob
 from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, is_terminal, next_indices
-from cogwork.plan.tunejob_trials import ParamValue, TrialObservation
+from cogwork.plan.tunejob_trials import (
+    ParamValue,
+    TrialObservation,
+    objective_values,
+    with_objectives,
+)
 from cogwork.tuning import space
 from cogwork.tuning.cma_replay import ReplayedCmaEsSampler
 from cogwork.tuning.seeds import base_seed, trial_seed
@@ -105,13 +110,15 @@ def build_study(job: TuneJob, trials: list[TrialObservation], sampler: BaseSampl
                 pruner: BasePruner) -> optuna.Study:
     """An in-memory study holding `trials` (ordered by index: trial number = position)."""
     dists = space.distributions(job.spec.parameters)
+    objective = job.spec.objective
     study = optuna.create_study(study_name=job.metadata.name,
-                                direction=job.spec.objective.direction,
+                                directions=list(objective.directions),
                                 sampler=sampler, pruner=pruner)
     frozen = []
     rung_pruner = isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner
                              | optuna.pruners.HyperbandPruner)
-    for number, trial in enumerate(sorted(trials, key=lambda t: t.index)):
+    observed = with_objectives(trials, objective.metrics)
+    for number, trial in enumerate(sorted(observed, key=lambda t: t.index)):
         params = {k: v for k, v in trial.params.items() if k in dists
                   and space.contains(dists[k], v)}
         rungs = list(trial.rungs)
@@ -120,7 +127,8 @@ def build_study(job: TuneJob, trials: list[TrialObservation], sampler: BaseSampl
             rungs += curve_rungs(job.spec.pruner, trial.curve, len(rungs), bracket)
         frozen.append(optuna.trial.create_trial(
             state=_STATES[trial.state],
-            value=trial.value if trial.state == "COMPLETE" else None,
+            values=(objective_values(trial, objective.metrics)
+                    if trial.state == "COMPLETE" else None),
             params=params, distributions={k: dists[k] for k in params},
             intermediate_values=dict(trial.curve),
             system_attrs={f"completed_rung_{k}": v for k, v in enumerate(rungs)},

@@ -40,6 +40,14 @@ def param(**fields: Any) -> dict[str, Any]:
     return {"name": "p", **fields}
 
 
+LOSS = {"metric": "loss", "direction": "minimize"}
+
+
+def pareto(*additional: dict[str, Any]) -> dict[str, Any]:
+    """A multi-objective objective: maximize val_accuracy plus `additional`."""
+    return {"metric": "val_accuracy", "direction": "maximize", "additional": list(additional)}
+
+
 CREATE_CASES = [
     Case("minimal", tune()),
     Case("three parameters asha tpe", tune(LR, WIDTH, BATCH, search={"algorithm": "tpe",
@@ -106,15 +114,48 @@ CREATE_CASES = [
     Case("invalid template", tune(trialTemplate={"task": {"name": "image-classification"}}),
          ["spec.data is required when spec.task is set"]),
     Case("name too long", tune(name="x" * 49), ["metadata.name must be at most 48"]),
+    Case("two objectives", tune(objective=pareto(LOSS), search={"algorithm": "tpe"})),
+    Case("three objectives with gp", tune(objective=pareto(LOSS, {"metric": "macroF1",
+                                                                  "direction": "maximize"}),
+                                          search={"algorithm": "gp"})),
+    Case("additional objective repeats the primary",
+         tune(objective=pareto({"metric": "val_accuracy", "direction": "minimize"})),
+         ["spec.objective.additional metrics must be unique and differ from "
+          "spec.objective.metric"]),
+    Case("additional objectives repeat a metric", tune(objective=pareto(LOSS, LOSS)),
+         ["spec.objective.additional metrics must be unique"]),
+    Case("more than four additional objectives",
+         tune(objective=pareto(*({"metric": f"m{i}", "direction": "minimize"}
+                                 for i in range(5)))),
+         ["spec.objective.additional"]),
+    Case("additional objective without a direction",
+         tune(objective=pareto({"metric": "loss"})), ["spec.objective.additional[0].direction"]),
+    Case("multi-objective with asha", tune(objective=pareto(LOSS), pruner={"algorithm": "asha"}),
+         ["spec.pruner.algorithm must be none with spec.objective.additional"]),
+    Case("multi-objective with cmaes", tune(objective=pareto(LOSS),
+                                            search={"algorithm": "cmaes"}),
+         ["spec.search.algorithm cmaes supports a single objective"]),
+    Case("multi-objective on katib", tune(objective=pareto(LOSS), engine="katib"),
+         ["spec.engine katib does not support spec.objective.additional"]),
+    # The CRD has no `goal` there: kubectl's strict field validation rejects the unknown field.
+    Case("goal on an additional objective",
+         tune(objective=pareto({**LOSS, "goal": "0.1"})), ["objective.additional.0.goal"]),
 ]
-# The reserved-env rule is the trainer's injected-name list: offline only (the CRD has no rule).
-CEL_CASES = [c for c in CREATE_CASES if c.name != "reserved env"] + [
+# The reserved-env rule is the trainer's injected-name list: offline only (the CRD has no rule);
+# unknown fields are kubectl's strict field validation, not the CRD's.
+OFFLINE_ONLY = ("reserved env", "goal on an additional objective")
+CEL_CASES = [c for c in CREATE_CASES if c.name not in OFFLINE_ONLY] + [
     update("budget may grow", tune(), tune(budget={"maxTrials": 20, "parallelTrials": 2})),
     update("parameters are immutable", tune(), tune(WIDTH), "spec.parameters is immutable"),
     update("template is immutable", tune(),
            tune(trialTemplate={"task": {"name": "image-classification", "epochs": 9},
                                "data": {"dataset": "digits"}}),
            "spec.trialTemplate is immutable"),
+    update("objectives are immutable", tune(), tune(objective=pareto(LOSS)),
+           "spec.objective is immutable"),
+    # An object stored before `additional` existed still equals its defaulted update.
+    update("defaulted objective unchanged",
+           tune(objective={"metric": "val_accuracy", "direction": "maximize"}), tune()),
 ]
 
 
