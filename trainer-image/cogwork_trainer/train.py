@@ -89,12 +89,17 @@ def init_distributed(cfg: Config) -> torch.device:
     return device
 
 
-def _metrics(loss: float | None, val_accuracy: float | None) -> list[dict[str, str]] | None:
+def _metrics(loss: float | None, val_accuracy: float | None, parameters: int
+             ) -> list[dict[str, str]] | None:
+    """The curve (loss, val_accuracy) and the model's size, once there is a curve: `parameters`
+    lets a multi-objective TuneJob trade accuracy against model size."""
     out = []
     if loss is not None:
         out.append({"name": "loss", "value": f"{loss:.6g}"})
     if val_accuracy is not None:
         out.append({"name": "val_accuracy", "value": f"{val_accuracy:.6g}"})
+    if out:
+        out.append({"name": "parameters", "value": str(parameters)})
     return out or None
 
 
@@ -131,6 +136,7 @@ class Trainer:
             task.model, self.data.input_shape, len(self.data.classes), task.hidden_size
         ).to(device)
         self.optimizer = make_optimizer(task, self.net.parameters())
+        self.parameters = sum(p.numel() for p in self.net.parameters())
         self.x = torch.from_numpy(self.data.x_train).to(device)  # tiny: keep it all resident
         self.y = torch.from_numpy(self.data.y_train).to(device)
 
@@ -185,7 +191,7 @@ class Trainer:
             # `epoch` epochs, so a tuner can read the learning curve off these reports.
             "epoch": st.epoch,
             "samplesPerSecond": round(rate * self.global_batch, 1) if rate else None,
-            "metrics": _metrics(self.last_loss, self.last_val_accuracy),
+            "metrics": _metrics(self.last_loss, self.last_val_accuracy, self.parameters),
             # Every report names the newest complete checkpoint, so status always shows how
             # much work a lost pod would cost.
             "checkpointStep": self.last_saved_step if self.last_saved_step >= 0 else None,
@@ -195,7 +201,7 @@ class Trainer:
         """The metrics of the latest report (plus `extra`) as one Katib observation."""
         if self.katib is None:
             return
-        latest = _metrics(self.last_loss, self.last_val_accuracy) or []
+        latest = _metrics(self.last_loss, self.last_val_accuracy, self.parameters) or []
         self.katib.push({**{m["name"]: m["value"] for m in latest}, **extra}, final=final)
 
     # -- the loop ------------------------------------------------------------------------

@@ -64,9 +64,14 @@ SEEDED_ALGORITHMS = ("tpe", "random", "cmaes", "bayesianoptimization")
 # GJSON over the trial TrainJob, as Katib documents for custom resources.
 SUCCESS_CONDITION = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
-# Rank 0 runs on node 0: the only pod that reports metrics (and where Push injects its env).
+# Node 0: the pod Katib watches and injects its env into (rank 0, which pushes, may be another).
 PRIMARY_POD_LABELS = {contract.LABEL_ROLE: contract.ROLE_WORKER, contract.LABEL_NODE_INDEX: "0"}
 TEMPLATE_KEY = "trialTemplate.yaml"
+# Katib's webhook sets KATIB_TRIAL_NAME on node 0's pod only, but torchrun may make a pod of
+# another node rank 0 (ranks follow node addresses), and rank 0 pushes the metrics. So every
+# node gets it, from Katib's metadata reference to the trial's own name.
+TRIAL_NAME_PARAMETER = "cogworkTrialName"
+TRIAL_NAME_ENV = "KATIB_TRIAL_NAME"
 PLACEHOLDER_PREFIX = "${trialParameters."
 
 
@@ -181,6 +186,9 @@ def trial_manifest(job: TuneJob) -> dict[str, Any]:
 
     No name or namespace: Katib names each trial's TrainJob after the trial."""
     spec = copy.deepcopy(to_wire(job.spec.trial_template))
+    env = [e for e in spec.get("env") or [] if e.get("name") != TRIAL_NAME_ENV]
+    spec["env"] = [*env, {"name": TRIAL_NAME_ENV,
+                          "value": f"{PLACEHOLDER_PREFIX}{TRIAL_NAME_PARAMETER}}}"}]
     for parameter in job.spec.parameters:
         text = placeholder(parameter)
         if parameter.env is not None:
@@ -234,10 +242,12 @@ def trial_template(job: TuneJob) -> V1beta1TrialTemplate:
         failure_condition=FAILURE_CONDITION,
         # Keep finished trial TrainJobs, as the builtin engine does: per-trial detail lives there.
         retain=True,
-        trial_parameters=[V1beta1TrialParameterSpec(
+        trial_parameters=[*(V1beta1TrialParameterSpec(
             name=p.name, reference=p.name,
             description=f"{p.field or 'env ' + str(p.env)} of the trial TrainJob")
-            for p in job.spec.parameters],
+            for p in job.spec.parameters), V1beta1TrialParameterSpec(
+            name=TRIAL_NAME_PARAMETER, reference="${trialSpec.Name}",
+            description=f"the trial's name, as {TRIAL_NAME_ENV} on every node")],
         **source,
     )
 

@@ -64,7 +64,10 @@ def test_single_process_run_writes_the_contract_outputs(
              if x.startswith("COGWORK_PROGRESS ")]
     assert lines[-1]["event"] == "completed" and lines[-1]["progressPercentage"] == 100
     epoch_end = [e for e in lines if e["event"] == "progress" and e["epoch"] == 1]
-    assert {m["name"] for m in epoch_end[0]["metrics"]} == {"loss", "val_accuracy"}
+    assert {m["name"] for m in epoch_end[0]["metrics"]} == {"loss", "val_accuracy", "parameters"}
+    # The digits MLP at hiddenSize 32: 64 -> 32 -> 32 -> 10, weights and biases.
+    sizes = {m["value"] for e in epoch_end for m in e["metrics"] if m["name"] == "parameters"}
+    assert sizes == {str((64 * 32 + 32) + (32 * 32 + 32) + (32 * 10 + 10))}
     # Every report after the first checkpoint names the newest one (status.lastCheckpointStep).
     after = [e for e in lines if e["step"] >= 20]
     assert after and all(e["checkpointStep"] == (22 if e["event"] == "completed" else 20)

@@ -160,7 +160,7 @@ def test_trial_template_contract() -> None:
         'status.conditions.#(type=="Failed")#|#(status=="True")#'
     assert template["retain"] is True
     assert [(p["name"], p["reference"]) for p in template["trialParameters"]] == \
-        [("lr", "lr"), ("opt", "opt")]
+        [("lr", "lr"), ("opt", "opt"), ("cogworkTrialName", "${trialSpec.Name}")]
 
 
 def test_string_fields_inline_trial_spec_is_our_trainjob_after_substitution() -> None:
@@ -176,8 +176,12 @@ def test_string_fields_inline_trial_spec_is_our_trainjob_after_substitution() ->
     assert {"name": "DROPOUT", "value": "${trialParameters.dropout}"} in trial_spec["spec"]["env"]
     # Katib marshals the inline trialSpec to JSON, replaces the text, parses it back.
     text = substitute(json.dumps(trial_spec), {"lr": "0.0125", "opt": "adam",
-                                               "dropout": "0.25"})
+                                               "dropout": "0.25",
+                                               "cogworkTrialName": "search-abcd1234"})
     trial = as_trial(json.loads(text))
+    # Every node knows it is Katib trial search-abcd1234 (rank 0 may not be node 0).
+    assert any(e.name == "KATIB_TRIAL_NAME" and e.value == "search-abcd1234"
+               for e in trial.spec.env)
     assert trial.spec.task is not None
     assert (trial.spec.task.learning_rate, trial.spec.task.optimizer) == ("0.0125", "adam")
     assert any(e.name == "DROPOUT" and e.value == "0.25" for e in trial.spec.env)
