@@ -17,7 +17,7 @@ from cogwork.controllers import trainjob as _trainjob  # noqa: F401  (registers 
 from cogwork.controllers import tunejob as _tunejob  # noqa: F401  (registers handlers)
 
 PREFIX = "cogwork.dev"
-API_THREADS = 16
+API_THREADS = kube.POOL_SIZE  # one pooled apiserver connection per thread
 
 
 @kopf.on.startup()

@@ -1,6 +1,7 @@
 """Kopf wiring for TrainJob: observe, call the pure planner, apply its actions. Nothing else.
 
-One daemon per TrainJob runs the reconcile loop. Pod changes wake it (through an in-memory
+One loop per TrainJob (`runtime.follow`, started by the job's watch events; no Kopf daemon, so
+no finalizer) runs the reconcile passes. Pod changes wake it (through an in-memory
 event, a cache only: each pass recomputes everything from the TrainJob and its pods), and it also
 wakes on its own schedule, so a missed watch event delays a pass, never loses it.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +18,12 @@ import kopf
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
+from cogwork.api import contract
 from cogwork.api.common import GROUP, VERSION, is_condition_true
 from cogwork.api.trainjob import TrainJob
 from cogwork.controllers import runtime
 from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
-from cogwork.plan.trainjob import observe_pod
+from cogwork.plan.trainjob import PodObservation, observe_pod
 from cogwork.plan.trainjob_reconcile import Actions, reconcile
 
 log = logging.getLogger(__name__)
@@ -29,13 +32,15 @@ JOB_LABEL = "cogwork.dev/job-name"
 CONTROLLER = "trainjob"
 STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
 DATA_RECHECK_S = 5.0  # how often a TrainJob waiting for a LabelJob's dataset looks again
+LEGACY_FINALIZER = "cogwork.dev/finalizer"
 
 
 @kopf.index("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
 def trainjob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
-                  **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    """Child pods by (namespace, job): what each pass observes, without listing the API."""
-    return {(namespace, labels.get(JOB_LABEL, "")): dict(body)}
+                  **_: Any) -> dict[tuple[str, str], PodObservation]:
+    """Child pods by (namespace, job): what each pass observes, without listing the API.
+    Only the condensed observation is kept, not the pod body (a few KB each)."""
+    return {(namespace, labels.get(JOB_LABEL, "")): observe_pod(body)}
 
 
 @kopf.on.event("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
@@ -44,21 +49,26 @@ async def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
-async def trainjob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
-    if runtime.spec_changed(body):
+async def trainjob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
+                           trainjob_pods: kopf.Index[tuple[str, str], PodObservation],
+                           **_: Any) -> None:
+    """Every event of a TrainJob keeps its reconcile loop alive (`runtime.follow`); a spec
+    change also cuts the loop's sleep short."""
+    deleted = type == "DELETED"
+    runtime.follow(CONTROLLER, namespace, name, body, deleted,
+                   lambda latest: reconcile_once(namespace, name, latest, trainjob_pods))
+    if not deleted and runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
+    if body.get("metadata", {}).get("deletionTimestamp") and \
+            LEGACY_FINALIZER in body.get("metadata", {}).get("finalizers", []):
+        # Jobs from operator versions that ran a Kopf daemon per job carry its finalizer;
+        # nothing here would remove it any more, so deleting such a job would hang.
+        await asyncio.to_thread(kube.remove_finalizer, "trainjobs", namespace, name,
+                                LEGACY_FINALIZER)
 
 
-@kopf.daemon(GROUP, VERSION, "trainjobs", cancellation_timeout=10.0)  # type: ignore[arg-type]
-async def run_trainjob(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
-                       trainjob_pods: kopf.Index[tuple[str, str], dict[str, Any]],
-                       **_: Any) -> None:
-    await runtime.run_daemon(CONTROLLER, namespace, name, stopped,
-                             lambda: reconcile_once(namespace, name, body, trainjob_pods))
-
-
-async def reconcile_once(namespace: str, name: str, body: kopf.Body,
-                         index: kopf.Index[tuple[str, str], dict[str, Any]]) -> float | None:
+async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
+                         index: kopf.Index[tuple[str, str], PodObservation]) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
     snapshot = dict(body)
     try:
@@ -68,7 +78,7 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
     data = await resolve_data(job, namespace)
     if data.waiting is not None:
         return await wait_for_data(namespace, name, snapshot, job, data.waiting)
-    pods = [observe_pod(p) for p in index.get((namespace, name), [])]
+    pods = list(index.get((namespace, name), []))
     actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings(), data.location)
     if not await apply(namespace, name, snapshot, actions):
         metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
@@ -99,10 +109,7 @@ async def wait_for_data(namespace: str, name: str, body: dict[str, Any], job: Tr
 
 async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> bool:
     """Carry out one pass's decisions; False when the status write found our view stale."""
-    for child in actions.create:
-        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
-        if await asyncio.to_thread(kube.create, namespace, child):
-            metrics.POD_ACTIONS.labels("create").inc()
+    await create_children(namespace, body, actions.create)
     for pod, pod_annotations in actions.annotate_pods.items():
         await asyncio.to_thread(kube.patch_pod_annotations, namespace, pod, pod_annotations)
     for pod in actions.delete_pods:
@@ -127,3 +134,19 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
                   message="spec.ttlSecondsAfterFinished passed")
         await asyncio.to_thread(kube.delete_custom, "trainjobs", namespace, name)
     return True
+
+
+async def create_children(namespace: str, body: dict[str, Any],
+                          children: list[dict[str, Any]]) -> None:
+    """Services, claim and store pod first, then the workers, each group at once: two round
+    trips for a new job instead of one per child. Workers mount the claim, and a store created
+    after a worker would mark that worker's failure as the store's (see check_failures)."""
+    for child in children:
+        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
+    workers = [c for c in children if c["kind"] == "Pod" and
+               c["metadata"]["labels"].get(contract.LABEL_ROLE) == contract.ROLE_WORKER]
+    for group in ([c for c in children if not any(c is w for w in workers)], workers):
+        created = await asyncio.gather(*(asyncio.to_thread(kube.create, namespace, child)
+                                         for child in group))
+        metrics.POD_ACTIONS.labels("create").inc(
+            sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))

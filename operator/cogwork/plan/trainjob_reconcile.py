@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cogwork.api.common import Condition, is_condition_true, rfc3339, set_condition
+from cogwork.api import contract
+from cogwork.api.common import (
+    Condition,
+    find_condition,
+    is_condition_true,
+    rfc3339,
+    set_condition,
+)
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan import trainjob as render
 from cogwork.plan.kstatus import with_kstatus
@@ -167,7 +174,11 @@ class _Pass:
     def run_active(self) -> None:
         if is_condition_true(self.conditions, "Suspended"):
             self.event("Resumed", "job resumed")
-        self.cond("Suspended", "False", "Resumed" if self.status.conditions else "NotSuspended")
+            reason = "Resumed"
+        else:  # keep the reason it has: a flip on the second pass would cost a status write
+            current = find_condition(self.conditions, "Suspended")
+            reason = current.reason if current is not None else "NotSuspended"
+        self.cond("Suspended", "False", reason)
         if not self.status.start_time:
             self.out.status["startTime"] = rfc3339(self.now)
         if self.check_success():
@@ -345,11 +356,16 @@ class _Pass:
     def write_status(self) -> None:
         workers = [p for p in self.workers.values() if not p.deleting]
         ready = [p for p in workers if p.phase == "Running"]
+        # Workers this pass creates exist once it writes status (creates come first), so the
+        # next pass, seeing them, finds nothing to change: one status write per new job.
+        created = sum(1 for c in self.out.create if c.get("kind") == "Pod"
+                      and c["metadata"].get("labels", {}).get(contract.LABEL_ROLE)
+                      == contract.ROLE_WORKER)
         want = 0 if self.spec.suspend else self.desired()
         status = self.out.status
         status.update({
             "observedGeneration": self.generation,
-            "replicas": len(workers),
+            "replicas": len(workers) + created,
             "readyReplicas": len(ready),
             "selector": render.worker_selector(self.job),
             "nodesText": f"{len(ready)}/{want}",

@@ -1,0 +1,94 @@
+"""runtime.follow: one reconcile loop per object, kept alive by its watch events, without a
+Kopf daemon (so without a finalizer). Driven here by hand-made events on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Mapping
+from typing import Any
+
+from cogwork.controllers import runtime
+
+CAUSE = contextvars.ContextVar[str]("cause_var")  # same name as Kopf's per-event variable
+QUEUE = contextvars.ContextVar[str]("event_queue_var")  # Kopf's event-posting queue
+
+
+def body(name: str, replicas: int, **metadata: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "managedFields": [{"manager": "kubectl"}], **metadata},
+            "spec": {"replicas": replicas}}
+
+
+class Recorder:
+    """A pass that records what it saw and asks to run again soon (or ends the loop)."""
+
+    def __init__(self, delay: float | None = 30.0) -> None:
+        self.seen: list[Mapping[str, Any]] = []
+        self.contexts: list[dict[str, str]] = []
+        self.delay = delay
+        self.ran = asyncio.Event()
+
+    async def __call__(self, latest: Mapping[str, Any]) -> float | None:
+        self.seen.append(latest)
+        self.contexts.append({v.name: val for v, val in contextvars.copy_context().items()
+                              if v in (CAUSE, QUEUE)})
+        self.ran.set()
+        return self.delay
+
+    async def next_pass(self) -> None:
+        self.ran.clear()
+        await asyncio.wait_for(self.ran.wait(), timeout=5)
+
+
+def test_events_start_one_loop_and_passes_read_the_newest_body() -> None:
+    async def scenario() -> None:
+        one_pass = Recorder()
+        CAUSE.set("first event's cause")
+        QUEUE.set("posting queue")
+        runtime.follow("unit", "ns", "a", body("a", 1), False, one_pass)
+        await one_pass.next_pass()
+        runtime.follow("unit", "ns", "a", body("a", 2), False, one_pass)  # no second loop
+        runtime.wake("unit", "ns", "a")
+        await one_pass.next_pass()
+        assert [b["spec"]["replicas"] for b in one_pass.seen] == [1, 2]
+        assert "managedFields" not in one_pass.seen[-1]["metadata"]
+        # Kopf's per-event cause is not kept alive by the loop; its posting queue is.
+        assert one_pass.contexts[0] == {"event_queue_var": "posting queue"}
+        runtime.follow("unit", "ns", "a", body("a", 2), True, one_pass)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert ("unit", "ns", "a") not in runtime._loops
+
+
+def test_deletion_stops_the_loop() -> None:
+    async def scenario() -> None:
+        one_pass = Recorder()
+        runtime.follow("unit", "ns", "b", body("b", 1), False, one_pass)
+        await one_pass.next_pass()
+        task = runtime._loops[("unit", "ns", "b")]
+        deleting = body("b", 1, deletionTimestamp="2026-11-24T00:00:00Z")
+        runtime.follow("unit", "ns", "b", deleting, False, one_pass)
+        await asyncio.sleep(0.05)
+        assert task.cancelled()
+        assert ("unit", "ns", "b") not in runtime._loops
+        assert ("unit", "ns", "b") not in runtime._bodies
+        runtime.wake("unit", "ns", "b")  # nothing left to wake: no pass runs
+        await asyncio.sleep(0.05)
+        assert len(one_pass.seen) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_loop_that_ended_starts_again_on_the_next_event() -> None:
+    async def scenario() -> None:
+        one_pass = Recorder(delay=None)  # None: the object is gone (e.g. TTL deleted it)
+        runtime.follow("unit", "ns", "c", body("c", 1), False, one_pass)
+        await one_pass.next_pass()
+        await asyncio.sleep(0.05)
+        assert ("unit", "ns", "c") not in runtime._loops
+        runtime.follow("unit", "ns", "c", body("c", 3), False, one_pass)
+        await one_pass.next_pass()
+        assert [b["spec"]["replicas"] for b in one_pass.seen] == [1, 3]
+
+    asyncio.run(scenario())
