@@ -18,8 +18,12 @@ from cogwork import kube
 from cogwork.api.tunejob import TuneJob
 from cogwork.controllers import runtime
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
-from cogwork.tuning import katib_status
-from cogwork.tuning.katib import EXPERIMENT_PLURAL, KATIB_GROUP, KATIB_VERSION, experiment_name
+from cogwork.tuning.katib_names import (
+    EXPERIMENT_PLURAL,
+    KATIB_GROUP,
+    KATIB_VERSION,
+    experiment_name,
+)
 
 CONTROLLER = "tunejob"
 ExperimentIndex = kopf.Index[tuple[str, str], dict[str, Any]]
@@ -58,6 +62,8 @@ async def observe(namespace: str, job: TuneJob,
 async def reconcile_once(namespace: str, name: str, body: dict[str, Any], job: TuneJob,
                          index: ExperimentIndex | None) -> float:
     """One pass for a Katib-engine TuneJob; returns seconds until the next one."""
+    from cogwork.tuning import katib_status  # Katib's API models: only once a job uses Katib
+
     experiment, installed = await observe(namespace, job, index)
     now = datetime.now(UTC)
     actions = katib_status.reconcile(job, experiment, installed, now)

@@ -48,12 +48,9 @@ from cogwork.api.trainjob import MAX_NAME_LENGTH as TRAINJOB_MAX_NAME
 from cogwork.api.tunejob import INTEGER_FIELDS, Parameter, TuneJob
 from cogwork.plan.trainjob import TRAINER_CONTAINER
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
+from cogwork.tuning.katib_names import KATIB_API_VERSION, experiment_name
 from cogwork.tuning.seeds import base_seed
 
-KATIB_GROUP = "kubeflow.org"
-KATIB_VERSION = "v1beta1"
-EXPERIMENT_PLURAL = "experiments"
-KATIB_API_VERSION = f"{KATIB_GROUP}/{KATIB_VERSION}"
 # Katib names trials <experiment>-<8 random characters>, and a trial TrainJob must fit in 54.
 MAX_EXPERIMENT_NAME = TRAINJOB_MAX_NAME - 9
 # Our search algorithms -> Katib suggestion services (katib-config `suggestion` entries).
@@ -89,10 +86,6 @@ class KatibObjects:
 
     experiment: dict[str, Any]
     config_map: dict[str, Any] | None = None
-
-
-def experiment_name(job: TuneJob) -> str:
-    return job.metadata.name
 
 
 def config_map_name(job: TuneJob) -> str:

@@ -21,14 +21,8 @@ from cogwork.api.tunejob import TuneJob
 from cogwork.plan.kstatus import with_kstatus
 from cogwork.plan.tunejob import derive_phase, is_terminal, promoted_manifest, promoted_name
 from cogwork.plan.tunejob_trials import TrialObservation
-from cogwork.tuning.katib import (
-    EXPERIMENT_PLURAL,
-    KATIB_API_VERSION,
-    KatibUnsupported,
-    budget_patch,
-    build,
-    experiment_name,
-)
+from cogwork.tuning.katib import KatibUnsupported, budget_patch, build
+from cogwork.tuning.katib_names import EXPERIMENT_PLURAL, KATIB_API_VERSION, experiment_name
 
 ENGINE_READY = "EngineReady"
 NOT_INSTALLED_MESSAGE = (f"{EXPERIMENT_PLURAL}.{KATIB_API_VERSION} is not served: install Katib "
