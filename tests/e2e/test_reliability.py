@@ -35,8 +35,10 @@ KILL_TEST_JOBS = 50
 # would: all 50 exist from the start, at most this many unsuspended and unfinished at a time.
 # (Queueing pods in the scheduler instead deadlocks: store pods fill every slot, workers wait.)
 KILL_TEST_ADMITTED = 12
-# Script run time: the first admitted jobs outlast the early kills; the rest are short.
-FIRST_WAVE_SECONDS, LATER_SECONDS = 15, 3
+# Script run time: the first admitted jobs outlast the early kills (three operator restarts,
+# each waiting for the new process to be healthy: 15 s was too short on a loaded CI machine);
+# the rest are short.
+FIRST_WAVE_SECONDS, LATER_SECONDS = 45, 3
 TERMINAL = ("Succeeded", "Failed")
 EARLY_KILLS = 3  # while all 50 jobs are live: children being created, pods starting
 
