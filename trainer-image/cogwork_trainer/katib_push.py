@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from .sender import BackgroundSender
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,6 @@ ENV_ADDRESS = "KATIB_DB_MANAGER_ADDRESS"  # host:port; users set it in the trial
 DEFAULT_ADDRESS = "katib-db-manager.kubeflow:6789"  # the katib SDK's default
 METHOD = "/api.v1.beta1.DBManager/ReportObservationLog"
 RETRY_FOR_S = 30.0  # how long the final values are retried (within close()'s bound)
-_STOP = object()  # sentinel that ends the sender thread
 # gRPC status codes a retry cannot fix (grpc.StatusCode names; compared by name: lazy import).
 _PERMANENT = {"INVALID_ARGUMENT", "UNIMPLEMENTED", "NOT_FOUND", "PERMISSION_DENIED",
               "UNAUTHENTICATED"}
@@ -82,7 +80,7 @@ def format_value(value: Any) -> str:
 
 # -- the pusher --------------------------------------------------------------------------------
 
-class KatibPusher:
+class KatibPusher(BackgroundSender):
     """Sends observation logs for one trial from a background thread; see the module doc."""
 
     def __init__(
@@ -99,13 +97,8 @@ class KatibPusher:
         self.trial = f"{namespace}/{trial_name}" if namespace else trial_name  # for logs only
         self.timeout_s = timeout_s
         self.max_pending = max_pending
-        self.sent = 0  # successful calls (for tests and logs)
-        self.failed = 0
+        super().__init__("cogwork-katib", log)
         self.dropped = 0  # intermediate values skipped because Katib was slower than training
-        self._failing = False
-        self._close_by = float("inf")
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread: threading.Thread | None = None
         self._channel: Any = None
         self._call: Any = None
 
@@ -133,32 +126,25 @@ class KatibPusher:
         values = [(name, format_value(v)) for name, v in metrics.items() if v is not None]
         if not values:
             return False
-        if not final and self._queue.qsize() >= self.max_pending:
+        if not final and self.pending() >= self.max_pending:
             self.dropped += 1
             return False
         request = encode_request(self.trial_name, values, rfc3339())
-        self._ensure_thread()
-        self._queue.put((request, final))
+        self.submit((request, final))
         return True
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued within `timeout_s`, then stop the thread and the channel."""
-        if self._thread is None:
-            return
-        self._close_by = time.monotonic() + timeout_s
-        self._queue.put(_STOP)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
+        if not self.drain(timeout_s):
             log.warning("katib: metrics of trial %s not all delivered before exit", self.trial)
         if self._channel is not None:
             self._channel.close()  # also cancels a call still in flight
-        self._thread = None
 
     def send(self, request: bytes, wait_for_ready: bool = False) -> str | None:
         """One call; None on success, else the gRPC status name. Never raises."""
         import grpc  # lazy: only Katib trials pay for it
 
-        timeout = min(self.timeout_s, self._close_by - time.monotonic())
+        timeout = min(self.timeout_s, self.seconds_left())
         if timeout <= 0:
             return "DEADLINE_EXCEEDED"
         try:
@@ -172,46 +158,20 @@ class KatibPusher:
                 self._call = self._channel.unary_unary(METHOD)
             self._call(request, timeout=timeout, wait_for_ready=wait_for_ready)
         except Exception as e:  # best effort by contract: nothing here may fail training
-            self.failed += 1
             code_of = getattr(e, "code", None)  # grpc.RpcError raised by a call is a grpc.Call
             code = code_of().name if callable(code_of) else type(e).__name__
-            if not self._failing:
-                log.warning("katib: pushing metrics of trial %s to %s failed (%s: %s); "
-                            "training goes on", self.trial, self.address, code, e)
-            self._failing = True
+            self.failure("katib: pushing metrics of trial %s to %s failed (%s: %s); training "
+                         "goes on", self.trial, self.address, code, e)
             return str(code)
-        if self._failing:
-            log.info("katib: DB manager %s reachable again", self.address)
-        self._failing = False
-        self.sent += 1
+        self.success(f"katib: DB manager {self.address} reachable again")
         return None
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cogwork-katib", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            request, final = item
-            self._deliver(request, final)
-
-    def _deliver(self, request: bytes, final: bool) -> None:
+    def _deliver(self, item: tuple[bytes, bool]) -> None:
         """Intermediate values: one try. Final values: retried with back-off, bounded."""
+        request, final = item
         if not final:
             self.send(request)
             return
-        deadline = time.monotonic() + RETRY_FOR_S
-        delay = 0.5
-        while True:
-            # wait_for_ready: ride out the channel's reconnect back-off instead of failing fast.
-            code = self.send(request, wait_for_ready=True)
-            if code is None or code in _PERMANENT:
-                return
-            if time.monotonic() + delay > min(deadline, self._close_by):
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        # wait_for_ready: ride out the channel's reconnect back-off instead of failing fast.
+        self.retry(lambda: self.send(request, wait_for_ready=True) in (None, *_PERMANENT),
+                   RETRY_FOR_S)

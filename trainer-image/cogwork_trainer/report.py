@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import ssl
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
+from .sender import BackgroundSender
+
 log = logging.getLogger(__name__)
 
 PREFIX = "COGWORK_PROGRESS "
 EVENTS = ("progress", "checkpoint", "resumed", "completed", "stopped")
-_STOP = object()  # sentinel that ends the sender thread
 RETRY_FOR_S = 60.0  # how long an important event is retried before it is given up
 
 
@@ -37,7 +36,7 @@ def ssl_context(ca: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca)
 
 
-class Reporter:
+class Reporter(BackgroundSender):
     def __init__(
         self,
         url: str | None = None,
@@ -57,14 +56,9 @@ class Reporter:
         self.timeout_s = timeout_s
         self.stream = stream
         self.max_pending_progress = max_pending_progress
-        self.sent = 0  # successful POSTs (for tests and logs)
-        self.failed = 0
+        super().__init__("cogwork-report", log)
         self._last_progress = float("-inf")
-        self._failing = False
         self._permanent = False  # the last failure cannot be fixed by retrying (4xx, bad cert)
-        self._close_by = float("inf")  # close() bounds how long retries may go on
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread: threading.Thread | None = None
         self._ctx: ssl.SSLContext | None = None
         if enabled and url and url.startswith("https:"):
             try:
@@ -95,7 +89,7 @@ class Reporter:
         if event == "progress" and not force:
             if now - self._last_progress < self.min_interval_s:
                 return False
-            if self.url and self._queue.qsize() >= self.max_pending_progress:
+            if self.url and self.pending() >= self.max_pending_progress:
                 return False  # endpoint slower than training: drop, the next one supersedes it
         if event == "progress":
             self._last_progress = now
@@ -105,20 +99,14 @@ class Reporter:
             out.write(PREFIX + json.dumps(payload, separators=(",", ":")) + "\n")
             out.flush()
             return True
-        self._ensure_thread()
-        self._queue.put(payload)
+        self.submit(payload)
         return True
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (bounded by `timeout_s`) and stop the sender thread."""
-        if self._thread is None:
-            return
-        self._close_by = time.monotonic() + timeout_s
-        self._queue.put(_STOP)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            log.warning("report: %d event(s) not delivered before exit", self._queue.qsize())
-        self._thread = None
+        left = self.pending()
+        if not self.drain(timeout_s):
+            log.warning("report: %d event(s) not delivered before exit", left)
 
     def post(self, payload: dict[str, Any]) -> bool:
         """One synchronous POST; True on a 2xx answer. Never raises."""
@@ -135,40 +123,15 @@ class Reporter:
             with urllib.request.urlopen(req, timeout=self.timeout_s, context=self._ctx) as resp:
                 resp.read()
         except Exception as e:  # best effort by contract: nothing here may fail training
-            self.failed += 1
             code = getattr(e, "code", None)  # urllib's HTTPError
             self._permanent = isinstance(getattr(e, "reason", None), ssl.SSLError) or (
                 isinstance(code, int) and 400 <= code < 500 and code not in (408, 429))
-            if not self._failing:
-                log.warning("report to %s failed (%s); training goes on", self.url, e)
-            self._failing = True
+            self.failure("report to %s failed (%s); training goes on", self.url, e)
             return False
-        if self._failing:
-            log.info("report endpoint reachable again")
-        self._failing = False
-        self.sent += 1
+        self.success("report endpoint reachable again")
         return True
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cogwork-report", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            self._deliver(item)
 
     def _deliver(self, payload: dict[str, Any]) -> None:
         """POST once; retry with back-off what status depends on, within close()'s bound."""
-        deadline = time.monotonic() + RETRY_FOR_S
-        delay = 0.5
-        while not self.post(payload):
-            if payload["event"] == "progress" or self._permanent:
-                return
-            if time.monotonic() + delay > min(deadline, self._close_by):
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        important = payload["event"] != "progress"
+        self.retry(lambda: self.post(payload) or not important or self._permanent, RETRY_FOR_S)
