@@ -11,6 +11,7 @@ import pytest
 import yaml
 from cogwork.local import tunejob as local
 from cogwork.local.console import PROGRESS_PREFIX
+from tuning_helpers import run_locally
 
 DOC = {
     "apiVersion": "cogwork.dev/v1alpha1", "kind": "TuneJob", "metadata": {"name": "local"},
@@ -46,11 +47,7 @@ def fake_trial(manifest: dict[str, Any], trial_dir: Path) -> int:
 
 def test_local_search_runs_every_trial_and_writes_the_best(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "_run_trial", fake_trial)
-    monkeypatch.setattr(local, "POLL_SECONDS", 0.01)
-    out = io.StringIO()
-    assert local.run_tunejob(DOC, tmp_path, out=out) == 0, out.getvalue()
-    text = out.getvalue()
+    text = run_locally(DOC, tmp_path, monkeypatch, fake_trial)
     assert "not applied locally" in text
     summary = json.loads(text[text.index("{\n \"phase\""):])
     assert summary["phase"] == "Succeeded" and summary["trials"]["created"] == 4

@@ -3,7 +3,6 @@ the local run, on synthetic trials (no cluster, no torch)."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from dataclasses import replace
@@ -14,7 +13,6 @@ from typing import Any
 import optuna
 import pytest
 from cogwork.api.tunejob import MAX_PARETO_TRIALS, TuneJob
-from cogwork.local import tunejob as local
 from cogwork.local.console import PROGRESS_PREFIX
 from cogwork.plan.tunejob import EngineDecision, best_trial, pareto_front, reconcile
 from cogwork.plan.tunejob_trials import (
@@ -26,7 +24,7 @@ from cogwork.plan.tunejob_trials import (
     with_objectives,
 )
 from cogwork.tuning.builtin import build_study, decide, suggest
-from tuning_helpers import trial, tunejob
+from tuning_helpers import run_locally, trial, tunejob
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 ACC_LOSS = {"metric": "val_accuracy", "direction": "maximize",
@@ -237,11 +235,7 @@ def trade_off_trial(manifest: dict[str, Any], trial_dir: Path) -> int:
 
 def test_local_run_shows_every_objective_and_prints_the_front(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "_run_trial", trade_off_trial)
-    monkeypatch.setattr(local, "POLL_SECONDS", 0.01)
-    out = io.StringIO()
-    assert local.run_tunejob(LOCAL_DOC, tmp_path, out=out) == 0, out.getvalue()
-    text = out.getvalue()
+    text = run_locally(LOCAL_DOC, tmp_path, monkeypatch, trade_off_trial)
     header = next(line for line in text.splitlines() if line.startswith("TRIAL"))
     assert "val_accuracy" in header and "loss" in header
     front_text = text[text.index("Pareto front (5 trial(s)):"):text.index("{\n \"phase\"")]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import io
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cogwork.api.tunejob import TuneJob
 from cogwork.plan.tunejob_trials import TrialObservation, TrialState
 
@@ -41,3 +45,16 @@ def trial(index: int, state: TrialState = "COMPLETE", value: float | None = None
                                                   "batch": "64"},
         value=value if state == "COMPLETE" else None, curve=curve or {},
         rungs=rungs or [], finished=finished, stop_requested=stop_requested)
+
+
+def run_locally(doc: dict[str, Any], workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                run_trial: Callable[[dict[str, Any], Path], int]) -> str:
+    """`cogwork run` of a TuneJob with `run_trial` standing in for each trial's processes;
+    asserts it succeeded and returns what it printed."""
+    from cogwork.local import tunejob as local
+
+    monkeypatch.setattr(local, "_run_trial", run_trial)
+    monkeypatch.setattr(local, "POLL_SECONDS", 0.01)
+    out = io.StringIO()
+    assert local.run_tunejob(doc, workdir, out=out) == 0, out.getvalue()
+    return out.getvalue()
