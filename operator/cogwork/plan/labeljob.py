@@ -126,7 +126,6 @@ class _Pass:
         self.now, self.settings, self.retraining = now, settings, retraining
         self.pods = {p.name: p for p in pods}
         self.round = 0  # the review round this pass is at
-        self.training_items: int | None = None  # labels the next retrain trains on
         self.conditions: list[Condition] = list(job.status.conditions)
         self.out = Actions()
 
@@ -222,11 +221,12 @@ class _Pass:
             self.out.status["startTime"] = rfc3339(self.now)
         model: ModelRef | None = self.model.model
         rounds = self.spec.review.max_rounds
+        training_items: int | None = None  # labels the next retrain trains on
         for round_ in range(rounds):
             self.round = round_
             self.out.status["round"] = round_
             if round_ > 0:
-                model = self.retrained(round_)
+                model = self.retrained(round_, training_items)
             if model is None:
                 return
             summary = self.label(model, round_)
@@ -242,7 +242,7 @@ class _Pass:
             collected = self.collected(model, round_, routed)
             if collected is None:
                 return
-            self.training_items = collected.get("trainingItems")
+            training_items = collected.get("trainingItems")
 
     def label(self, model: ModelRef, round_: int) -> dict[str, Any] | None:
         """One labeling pass: score shards, merge, push; its summary once it is all done."""
@@ -288,7 +288,7 @@ class _Pass:
                 summary["humanLabeled"])
         return summary
 
-    def retrained(self, round_: int) -> ModelRef | None:
+    def retrained(self, round_: int, training_items: int | None) -> ModelRef | None:
         """Round `round_`'s model: TrainJob <job>-r<round> on the labels so far (created here)."""
         name = retrain_name(self.job, round_)
         trainjob = self.retraining.trainjobs.get(round_)
@@ -300,7 +300,7 @@ class _Pass:
                             f"TrainJob is gone; round {round_} has no spec to retrain with")
                 return None
             self.out.create.append(retrain_trainjob(self.job, round_, source, self.settings,
-                                                    self.training_items))
+                                                    training_items))
             self.event("Retraining", f"round {round_}: created TrainJob {name} on the labels "
                                      "gathered so far")
             self.running(f"retraining: TrainJob {name}")
