@@ -92,3 +92,27 @@ def test_a_loop_that_ended_starts_again_on_the_next_event() -> None:
         assert [b["spec"]["replicas"] for b in one_pass.seen] == [1, 3]
 
     asyncio.run(scenario())
+
+
+def test_a_wake_racing_a_deletion_never_leaves_an_orphan_loop() -> None:
+    """A wake-up and a deletion in the same tick: Python 3.11's wait_for can swallow the
+    cancellation, so the loop itself must notice it was stopped (it once spun on a KeyError)."""
+    async def scenario() -> None:
+        one_pass = Recorder(delay=0.01)
+        runtime.follow("unit", "ns", "d", body("d", 1), False, one_pass)
+        await one_pass.next_pass()
+        task = runtime._loops[("unit", "ns", "d")]
+        runtime.wake("unit", "ns", "d")
+        runtime.follow("unit", "ns", "d", body("d", 1), True, one_pass)
+        await asyncio.sleep(0.1)
+        assert task.done()
+        assert len(one_pass.seen) == 1
+        # The same name created again gets exactly one new loop.
+        runtime.follow("unit", "ns", "d", body("d", 2), False, one_pass)
+        await one_pass.next_pass()
+        await asyncio.sleep(0.05)
+        assert {b["spec"]["replicas"] for b in one_pass.seen[1:]} == {2}
+        runtime.follow("unit", "ns", "d", body("d", 2), True, one_pass)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())

@@ -156,9 +156,17 @@ def _compact(body: Mapping[str, Any]) -> bytes:
 async def _follow(key: tuple[str, str, str],
                   one_pass: Callable[[Mapping[str, Any]], Awaitable[float | None]]) -> None:
     controller, namespace, name = key
+
+    async def pass_on_latest_body() -> float | None:
+        # A stop is a cancel, and Python 3.11's wait_for can swallow a cancel that races a
+        # wake-up: so a loop that is no longer the object's loop ends here by itself.
+        latest = _bodies.get(key)
+        if _loops.get(key) is not asyncio.current_task() or latest is None:
+            return None
+        return await one_pass(json.loads(latest))
+
     try:
-        await run_daemon(controller, namespace, name, False,
-                         lambda: one_pass(json.loads(_bodies[key])))
+        await run_daemon(controller, namespace, name, False, pass_on_latest_body)
     finally:
         if _loops.get(key) is asyncio.current_task():  # not replaced after a stop
             del _loops[key]
