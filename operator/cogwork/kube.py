@@ -1,266 +1,47 @@
-"""The one module that talks to the Kubernetes API (the official client, with retries).
+"""The one module that talks to the Kubernetes API: a small asyncio client on aiohttp.
 
-Everything here is synchronous; async callers (Kopf handlers) run it with `asyncio.to_thread`.
+Kopf already runs on aiohttp, and it logs in for us (`login`); these calls reuse those
+credentials on one pooled session, on the event loop. The official client would add a thread
+per call and ~40 MB of generated models to the operator for a dozen REST calls.
 Creates are idempotent (409 means the deterministic name already exists) and deletes tolerate 404,
 so a retried or repeated reconcile is harmless.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import json
 import logging
-import os
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 log = logging.getLogger(__name__)
 GROUP = "cogwork.dev"
 VERSION = "v1alpha1"
-T = TypeVar("T")
 _RETRYABLE = {429, 500, 502, 503, 504}
-# Connections kept open to the apiserver: at least as many as calls the operator runs at once
-# (its API threads), else each call past the pool's default (5 per CPU) pays a TLS handshake.
-POOL_SIZE = 16
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+POOL_SIZE = 32  # connections kept open: enough for a burst of creates without new handshakes
+REQUEST_TIMEOUT_S = 60.0
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+_CORE_PLURALS = {"Pod": "pods", "Service": "services", "ConfigMap": "configmaps",
+                 "PersistentVolumeClaim": "persistentvolumeclaims"}
+
+
+class ApiError(Exception):
+    """The apiserver answered with an error status; `body` is its Status object as text."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        super().__init__(f"{status} {reason}: {body[:500]}")
+        self.status, self.reason, self.body = status, reason, body
 
 
 class Conflict(Exception):
     """An optimistic-concurrency conflict (HTTP 409 on update/patch)."""
 
 
-def load() -> None:
-    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:
-        config.load_kube_config()
-
-
-@functools.cache
-def _api() -> client.ApiClient:
-    configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = POOL_SIZE
-    return client.ApiClient(configuration)
-
-
-def core() -> client.CoreV1Api:
-    return client.CoreV1Api(_api())
-
-
-def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(_api())
-
-
-def with_retries(fn: Callable[[], T], attempts: int = 5) -> T:
-    """Retry transient API failures (throttling, 5xx, connection errors) with backoff."""
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except ApiException as err:
-            if err.status not in _RETRYABLE or attempt == attempts - 1:
-                raise
-        except OSError:
-            if attempt == attempts - 1:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
-
-
-def _status(err: ApiException) -> int:
-    return int(err.status or 0)
-
-
-# -- core objects ---------------------------------------------------------------------------
-# Creates skip decoding the response into client models (we never read it): that decoding
-# was a good share of the operator's CPU per new job.
-_RAW = {"_preload_content": False}
-_CREATE = {
-    "Pod": lambda ns, body: core().create_namespaced_pod(ns, body, **_RAW),
-    "Service": lambda ns, body: core().create_namespaced_service(ns, body, **_RAW),
-    "PersistentVolumeClaim": lambda ns, body: core().create_namespaced_persistent_volume_claim(
-        ns, body, **_RAW
-    ),
-    "ConfigMap": lambda ns, body: core().create_namespaced_config_map(ns, body, **_RAW),
-}
-
-
-def _discard(response: Any) -> None:
-    """Read an undecoded response to its end, so its connection goes back to the pool."""
-    response.read()
-    response.release_conn()
-
-
-def _namespace_terminating(err: ApiException) -> bool:
-    """403 because the namespace is being deleted: its objects are going away, ours too."""
-    return _status(err) == 403 and "NamespaceTerminating" in str(err.body or "")
-
-
-def create(namespace: str, body: dict[str, Any]) -> bool:
-    """Create a core object or one of our custom resources; False if it already exists or
-    its namespace is being deleted (the owner is about to go, nothing to create for it)."""
-    kind = body["kind"]
-    try:
-        if kind in _CREATE:
-            _discard(with_retries(lambda: _CREATE[kind](namespace, body)))
-        else:
-            plural = kind.lower() + "s"
-            with_retries(
-                lambda: custom().create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, body
-                )
-            )
-        return True
-    except ApiException as err:
-        if _status(err) == 409 or _namespace_terminating(err):
-            return False
-        raise
-
-
-def delete_pod(namespace: str, name: str, grace_seconds: int | None = None) -> bool:
-    try:
-        with_retries(
-            lambda: core().delete_namespaced_pod(
-                name, namespace, grace_period_seconds=grace_seconds
-            )
-        )
-        return True
-    except ApiException as err:
-        if _status(err) == 404:
-            return False
-        raise
-
-
-def patch_pod_annotations(namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-    try:
-        with_retries(
-            lambda: core().patch_namespaced_pod(
-                name, namespace, {"metadata": {"annotations": annotations}}
-            )
-        )
-    except ApiException as err:
-        if _status(err) != 404:
-            raise
-
-
-def get_pod(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        pod = with_retries(lambda: core().read_namespaced_pod(name, namespace))
-    except ApiException as err:
-        if _status(err) == 404:
-            return None
-        raise
-    return _api().sanitize_for_serialization(pod)  # type: ignore[no-any-return]
-
-
-def token_review(token: str, audiences: list[str]) -> dict[str, Any]:
-    """Ask the apiserver who a bearer token belongs to (TokenReview); returns its status."""
-    body = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token, "audiences": audiences},
-    }
-    result = with_retries(lambda: client.AuthenticationV1Api(_api()).create_token_review(body))
-    return _api().sanitize_for_serialization(result.status) or {}
-
-
-# -- custom resources -----------------------------------------------------------------------
-def get_custom(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return with_retries(  # type: ignore[no-any-return]
-            lambda: custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-        )
-    except ApiException as err:
-        if _status(err) == 404:
-            return None
-        raise
-
-
-def list_custom(
-    plural: str, namespace: str, label_selector: str | None = None
-) -> list[dict[str, Any]]:
-    result = with_retries(
-        lambda: custom().list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
-        )
-    )
-    return list(result.get("items", []))
-
-
-def patch_custom_status(
-    plural: str, namespace: str, name: str, patch: dict[str, Any],
-    resource_version: str | None = None,
-) -> dict[str, Any] | None:
-    """Merge-patch the status subresource; with `resource_version`, fail on a concurrent write."""
-    body = {"status": patch}
-    if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}
-    try:
-        return with_retries(  # type: ignore[no-any-return]
-            lambda: custom().patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, body
-            )
-        )
-    except ApiException as err:
-        if _status(err) == 404:
-            return None
-        if _status(err) == 409:
-            raise Conflict(name) from err
-        raise
-
-
-def patch_custom(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
-    try:
-        with_retries(
-            lambda: custom().patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, patch
-            )
-        )
-    except ApiException as err:
-        if _status(err) != 404:
-            raise
-
-
-def remove_finalizer(plural: str, namespace: str, name: str, finalizer: str) -> None:
-    """Drop one finalizer from a custom object (a JSON patch: a merge patch would have to
-    rewrite the whole list and could drop another controller's entry added meanwhile)."""
-    def drop() -> None:
-        current = get_custom(plural, namespace, name)
-        finalizers = ((current or {}).get("metadata") or {}).get("finalizers") or []
-        if finalizer not in finalizers:
-            return
-        index = finalizers.index(finalizer)
-        # The test guards the index: if the list moved under us, the patch fails (422).
-        patch = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
-                 {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
-        custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, patch,
-                                                _content_type="application/json-patch+json")
-    try:
-        with_retries(drop)
-    except ApiException as err:
-        if _status(err) not in (404, 422):  # gone, or changed: the next event retries
-            raise
-
-
-def delete_custom(plural: str, namespace: str, name: str) -> bool:
-    try:
-        with_retries(
-            lambda: custom().delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
-            )
-        )
-        return True
-    except ApiException as err:
-        if _status(err) == 404:
-            return False
-        raise
-
-
-# -- other groups' custom resources (Katib's Experiment) ---------------------------------------
 class NotServed(Exception):
     """The API serves no such resource: its CRD is not installed."""
 
@@ -269,50 +50,287 @@ class Rejected(Exception):
     """The apiserver or an admission webhook refused the object; the message says why."""
 
 
-def _not_served(err: ApiException) -> bool:
+# -- credentials --------------------------------------------------------------------------------
+_login_kwargs: dict[str, Any] = {}
+_info: kopf.ConnectionInfo | None = None
+_session: aiohttp.ClientSession | None = None
+_session_loop: asyncio.AbstractEventLoop | None = None
+_session_info: kopf.ConnectionInfo | None = None
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Kopf's login handler, and ours: the pod's ServiceAccount in a cluster, else the
+    kubeconfig. Kubeconfigs whose users need a plugin (exec, auth-provider: EKS, GKE, ...)
+    go through the official client, loaded only then."""
+    global _info
+    _login_kwargs.update(kwargs)
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None and not (info.token or info.username or info.certificate_path
+                                 or info.certificate_data):
+        info = kopf.login_via_client(**kwargs)
+    _info = info  # the next call opens a session with these credentials
+    return info
+
+
+def _new_session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=info.as_ssl_context())
+    headers = {"Accept": "application/json", "User-Agent": "cogwork-operator",
+               **info.as_http_headers()}
+    return aiohttp.ClientSession(connector=connector, headers=headers,
+                                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+
+
+async def _current_session() -> tuple[aiohttp.ClientSession, str]:
+    """The pooled session for the current credentials on the running loop; a new login (or a
+    new loop, in tests and the CLI) replaces it."""
+    global _session, _session_loop, _session_info
+    if _info is None:
+        raise RuntimeError("kube.login() has not run: no credentials")
+    loop = asyncio.get_running_loop()
+    if _session is None or _session.closed or _session_loop is not loop or \
+            _session_info is not _info:
+        if _session is not None and _session_loop is loop:
+            await _session.close()
+        _session, _session_loop, _session_info = _new_session(_info), loop, _info
+    return _session, _info.server.rstrip("/")
+
+
+async def close() -> None:
+    global _session
+    if _session is not None:
+        await _session.close()
+        _session = None
+
+
+async def request(method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
+                  content_type: str = "application/json", attempts: int = 5) -> Any:
+    """One API call with retries on throttling, 5xx and dropped connections; returns the
+    decoded JSON answer. A 401 logs in again once (rotated ServiceAccount tokens)."""
+    delay, relogged = 0.2, False
+    data = None if body is None else json.dumps(body, separators=(",", ":"))
+    attempt = 0
+    while True:
+        session, server = await _current_session()
+        try:
+            async with session.request(method, server + path, data=data, params=params,
+                                       headers={"Content-Type": content_type}) as response:
+                text = await response.text()
+                if response.status < 400:
+                    return json.loads(text) if text else None
+                if response.status == 401 and not relogged and _login_kwargs:
+                    relogged = True
+                    await asyncio.to_thread(login, **_login_kwargs)
+                    continue
+                error = ApiError(response.status, response.reason or "", text)
+        except _TRANSIENT:
+            if attempt == attempts - 1:
+                raise
+        else:
+            if error.status not in _RETRYABLE or attempt == attempts - 1:
+                raise error
+        attempt += 1
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def _path(group: str, version: str, namespace: str, plural: str, *rest: str) -> str:
+    prefix = "/api/v1" if group == "" else f"/apis/{group}/{version}"
+    return "/".join([f"{prefix}/namespaces/{namespace}/{plural}", *rest])
+
+
+def _custom_path(plural: str, namespace: str, *rest: str) -> str:
+    return _path(GROUP, VERSION, namespace, plural, *rest)
+
+
+def _namespace_terminating(err: ApiError) -> bool:
+    """403 because the namespace is being deleted: its objects are going away, ours too."""
+    return err.status == 403 and "NamespaceTerminating" in err.body
+
+
+def _not_served(err: ApiError) -> bool:
     # A missing object's 404 names it in `details`; a missing resource's 404 does not.
-    return _status(err) == 404 and '"name"' not in (err.body or "")
+    return err.status == 404 and '"name"' not in err.body
 
 
-def create_namespaced_object(group: str, version: str, plural: str, namespace: str,
-                             body: dict[str, Any]) -> bool:
-    """Create any namespaced custom object; False if it already exists."""
+# -- core objects and our own resources ----------------------------------------------------------
+async def create(namespace: str, body: dict[str, Any]) -> bool:
+    """Create a core object or one of our custom resources; False if it already exists or
+    its namespace is being deleted (the owner is about to go, nothing to create for it)."""
+    kind = body["kind"]
+    if kind in _CORE_PLURALS:
+        path = _path("", "v1", namespace, _CORE_PLURALS[kind])
+    else:
+        path = _custom_path(kind.lower() + "s", namespace)
     try:
-        with_retries(lambda: custom().create_namespaced_custom_object(
-            group, version, namespace, plural, body))
+        await request("POST", path, body)
         return True
-    except ApiException as err:
-        if _status(err) == 409:
+    except ApiError as err:
+        if err.status == 409 or _namespace_terminating(err):
             return False
-        if _not_served(err):
-            raise NotServed(f"{plural}.{group}/{version}") from err
-        if _status(err) in (400, 403, 422):
-            raise Rejected(str(err.body or err.reason)) from err
         raise
 
 
-def get_namespaced_object(group: str, version: str, plural: str, namespace: str,
-                          name: str) -> dict[str, Any] | None:
-    """Read any namespaced custom object; None if absent, NotServed if the resource is."""
+async def delete_pod(namespace: str, name: str, grace_seconds: int | None = None) -> bool:
+    params = None if grace_seconds is None else {"gracePeriodSeconds": str(grace_seconds)}
     try:
-        return with_retries(  # type: ignore[no-any-return]
-            lambda: custom().get_namespaced_custom_object(group, version, namespace, plural,
-                                                          name))
-    except ApiException as err:
-        if _not_served(err):
-            raise NotServed(f"{plural}.{group}/{version}") from err
-        if _status(err) == 404:
+        await request("DELETE", _path("", "v1", namespace, "pods", name), params=params)
+        return True
+    except ApiError as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+async def patch_pod_annotations(namespace: str, name: str,
+                                annotations: dict[str, str | None]) -> None:
+    try:
+        await request("PATCH", _path("", "v1", namespace, "pods", name),
+                      {"metadata": {"annotations": annotations}}, content_type=MERGE_PATCH)
+    except ApiError as err:
+        if err.status != 404:
+            raise
+
+
+async def get_pod(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return await request("GET", _path("", "v1", namespace, "pods", name))  # type: ignore[no-any-return]
+    except ApiError as err:
+        if err.status == 404:
             return None
         raise
 
 
-def patch_namespaced_object(group: str, version: str, plural: str, namespace: str, name: str,
-                            patch: dict[str, Any]) -> None:
+async def list_pods(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    """Every pod matching the selector, in one namespace or all (None), read in pages."""
+    path = "/api/v1/pods" if namespace is None else _path("", "v1", namespace, "pods")
+    pods: list[dict[str, Any]] = []
+    params = {"labelSelector": label_selector, "limit": "500"}
+    while True:
+        page = await request("GET", path, params=params)
+        pods.extend(page.get("items", []))
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return pods
+        params = {**params, "continue": token}
+
+
+async def token_review(token: str, audiences: list[str]) -> dict[str, Any]:
+    """Ask the apiserver who a bearer token belongs to (TokenReview); returns its status."""
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token, "audiences": audiences}}
+    result = await request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body)
+    return dict(result.get("status") or {})
+
+
+async def get_custom(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        with_retries(lambda: custom().patch_namespaced_custom_object(
-            group, version, namespace, plural, name, patch))
-    except ApiException as err:
-        if _status(err) in (400, 403, 422):
-            raise Rejected(str(err.body or err.reason)) from err
-        if _status(err) != 404:
+        return await request("GET", _custom_path(plural, namespace, name))  # type: ignore[no-any-return]
+    except ApiError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+async def list_custom(plural: str, namespace: str,
+                      label_selector: str | None = None) -> list[dict[str, Any]]:
+    params = {"labelSelector": label_selector} if label_selector else None
+    result = await request("GET", _custom_path(plural, namespace), params=params)
+    return list(result.get("items", []))
+
+
+async def patch_custom_status(plural: str, namespace: str, name: str, patch: dict[str, Any],
+                              resource_version: str | None = None) -> dict[str, Any] | None:
+    """Merge-patch the status subresource; with `resource_version`, fail on a concurrent write."""
+    body: dict[str, Any] = {"status": patch}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        return await request("PATCH", _custom_path(plural, namespace, name, "status"),  # type: ignore[no-any-return]
+                             body, content_type=MERGE_PATCH)
+    except ApiError as err:
+        if err.status == 404:
+            return None
+        if err.status == 409:
+            raise Conflict(name) from err
+        raise
+
+
+async def patch_custom(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    try:
+        await request("PATCH", _custom_path(plural, namespace, name), patch,
+                      content_type=MERGE_PATCH)
+    except ApiError as err:
+        if err.status != 404:
+            raise
+
+
+async def remove_finalizer(plural: str, namespace: str, name: str, finalizer: str) -> None:
+    """Drop one finalizer from a custom object (a JSON patch: a merge patch would have to
+    rewrite the whole list and could drop another controller's entry added meanwhile)."""
+    current = await get_custom(plural, namespace, name)
+    finalizers = ((current or {}).get("metadata") or {}).get("finalizers") or []
+    if finalizer not in finalizers:
+        return
+    index = finalizers.index(finalizer)
+    # The test guards the index: if the list moved under us, the patch fails (422).
+    patch = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+             {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+    try:
+        await request("PATCH", _custom_path(plural, namespace, name), patch,
+                      content_type=JSON_PATCH)
+    except ApiError as err:
+        if err.status not in (404, 422):  # gone, or changed: the next event retries
+            raise
+
+
+async def delete_custom(plural: str, namespace: str, name: str) -> bool:
+    try:
+        await request("DELETE", _custom_path(plural, namespace, name),
+                      params={"propagationPolicy": "Background"})
+        return True
+    except ApiError as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+# -- other groups' custom resources (Katib's Experiment) ----------------------------------------
+async def create_namespaced_object(group: str, version: str, plural: str, namespace: str,
+                                   body: dict[str, Any]) -> bool:
+    """Create any namespaced custom object; False if it already exists."""
+    try:
+        await request("POST", _path(group, version, namespace, plural), body)
+        return True
+    except ApiError as err:
+        if err.status == 409:
+            return False
+        if _not_served(err):
+            raise NotServed(f"{plural}.{group}/{version}") from err
+        if err.status in (400, 403, 422):
+            raise Rejected(err.body or err.reason) from err
+        raise
+
+
+async def get_namespaced_object(group: str, version: str, plural: str, namespace: str,
+                                name: str) -> dict[str, Any] | None:
+    """Read any namespaced custom object; None if absent, NotServed if the resource is."""
+    try:
+        return await request("GET", _path(group, version, namespace, plural, name))  # type: ignore[no-any-return]
+    except ApiError as err:
+        if _not_served(err):
+            raise NotServed(f"{plural}.{group}/{version}") from err
+        if err.status == 404:
+            return None
+        raise
+
+
+async def patch_namespaced_object(group: str, version: str, plural: str, namespace: str,
+                                  name: str, patch: dict[str, Any]) -> None:
+    try:
+        await request("PATCH", _path(group, version, namespace, plural, name), patch,
+                      content_type=MERGE_PATCH)
+    except ApiError as err:
+        if err.status in (400, 403, 422):
+            raise Rejected(err.body or err.reason) from err
+        if err.status != 404:
             raise

@@ -47,15 +47,9 @@ def test_required_series_are_exported() -> None:
     assert exported_series() >= REQUIRED
 
 
-class NeverStopped:
-    """Stands in for kopf.DaemonStopped: the loop ends when the pass says the job is gone."""
-
-    def __bool__(self) -> bool:
-        return False
-
-
 def test_reconcile_loop_counts_errors_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_daemon (the loop every controller uses) records errors, results and pass times."""
+    """The reconcile loop every controller uses (runtime.follow) records errors, results and
+    pass times; it ends when the pass says the job is gone."""
     before_errors = value("cogwork_reconcile_errors_total", controller="unit")
     before_passes = value("cogwork_reconcile_time_seconds_count", controller="unit")
     calls: list[int] = []
@@ -66,9 +60,13 @@ def test_reconcile_loop_counts_errors_and_time(monkeypatch: pytest.MonkeyPatch) 
             raise RuntimeError("boom")
         return None
 
+    async def scenario() -> None:
+        runtime.follow("unit", "ns", "job", {"metadata": {"name": "job"}}, False,
+                       lambda body: one_pass())
+        await asyncio.wait_for(runtime._loops[("unit", "ns", "job")], timeout=5)
+
     monkeypatch.setattr(runtime, "ERROR_RETRY_S", 0.0)
-    stopped: Any = NeverStopped()
-    asyncio.run(runtime.run_daemon("unit", "ns", "job", stopped, one_pass))
+    asyncio.run(scenario())
     assert len(calls) == 2
     assert value("cogwork_reconcile_errors_total", controller="unit") == before_errors + 1
     assert value("cogwork_reconcile_total", controller="unit", result="error") >= 1

@@ -1,16 +1,17 @@
 """Kopf wiring for LabelJob: observe pods, resolve the model reference, call the planner, apply.
 
-One daemon per LabelJob runs the loop (`runtime.run_daemon`). Child pods carry
-cogwork.dev/kind=LabelJob; an index keeps them by (namespace, job) and their events wake the
-loop, which also wakes on its own timer. Each pass recomputes everything from the LabelJob, its
-pods and (for spec.model.fromTrainJob) the TrainJob, plus, with review rounds, the TrainJobs
-it created to retrain the model (labelled cogwork.dev/labeljob=<job>; their changes wake it).
+One loop per LabelJob (`runtime.follow`: no Kopf daemon, so no finalizer) runs the passes. Child
+pods carry cogwork.dev/kind=LabelJob; a cache fed by their watch keeps them by (namespace, job)
+(`pod_cache`), and their events wake the loop, which also wakes on its own timer. Each pass
+recomputes everything from the LabelJob, its pods and (for spec.model.fromTrainJob) the
+TrainJob, plus, with review rounds, the TrainJobs it created to retrain the model (labelled
+cogwork.dev/labeljob=<job>; their changes wake it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,15 @@ from cogwork.api import contract
 from cogwork.api.common import GROUP, VERSION, is_condition_true
 from cogwork.api.labeljob import LabelJob
 from cogwork.controllers import runtime
-from cogwork.plan.labeljob import TERMINAL, Actions, Retraining, observe_pod, reconcile
+from cogwork.controllers.pod_cache import PodCache
+from cogwork.plan.labeljob import (
+    TERMINAL,
+    Actions,
+    LabelPod,
+    Retraining,
+    observe_pod,
+    reconcile,
+)
 from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
 from cogwork.plan.labeljob_rounds import LABEL_LABELJOB
 
@@ -30,36 +39,33 @@ log = logging.getLogger(__name__)
 CONTROLLER = "labeljob"
 
 
-@kopf.index("pods", labels={contract.LABEL_KIND: "LabelJob"})  # type: ignore[arg-type]
-def labeljob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
-                  **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    """Child pods by (namespace, job): what each pass observes, without listing the API."""
-    return {(namespace, labels.get(contract.LABEL_JOB_NAME, "")): dict(body)}
+# Child pods by (namespace, job), condensed.
+PODS = PodCache[LabelPod]("LabelJob", observe_pod)
 
 
-@kopf.on.event("pods", labels={contract.LABEL_KIND: "LabelJob"})  # type: ignore[arg-type]
-async def labeljob_pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
-    runtime.wake(CONTROLLER, namespace, labels.get(contract.LABEL_JOB_NAME, ""))
+@kopf.on.event("pods", labels={contract.LABEL_KIND: "LabelJob"})
+async def labeljob_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    namespace, job = PODS.update(body, deleted=type == "DELETED")
+    runtime.wake(CONTROLLER, namespace, job)
 
 
 @kopf.on.event(GROUP, VERSION, "labeljobs")  # type: ignore[arg-type]
-async def labeljob_changed(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
-    if runtime.spec_changed(body):
+async def labeljob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
+                           **_: Any) -> None:
+    """Every event of a LabelJob keeps its reconcile loop alive (`runtime.follow`); a spec
+    change also cuts the loop's sleep short."""
+    deleted = type == "DELETED"
+    runtime.follow(CONTROLLER, namespace, name, body, deleted,
+                   lambda latest: reconcile_once(namespace, name, latest))
+    if not deleted and runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
+    await runtime.release_kopf_finalizer("labeljobs", namespace, name, body)
 
 
 @kopf.on.event(GROUP, VERSION, "trainjobs",  # type: ignore[arg-type]
                labels={LABEL_LABELJOB: kopf.PRESENT})
 async def retrain_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(LABEL_LABELJOB, ""))
-
-
-@kopf.daemon(GROUP, VERSION, "labeljobs", cancellation_timeout=10.0)  # type: ignore[arg-type]
-async def run_labeljob(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
-                       labeljob_pods: kopf.Index[tuple[str, str], dict[str, Any]],
-                       **_: Any) -> None:
-    await runtime.run_daemon(CONTROLLER, namespace, name, stopped,
-                             lambda: reconcile_once(namespace, name, body, labeljob_pods))
 
 
 async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retraining]:
@@ -69,12 +75,11 @@ async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retra
         return ModelResolution(), Retraining()  # not consulted once the job finished
     trainjob = None
     if job.spec.model.from_train_job:
-        trainjob = await asyncio.to_thread(kube.get_custom, "trainjobs", namespace,
-                                           job.spec.model.from_train_job)
+        trainjob = await kube.get_custom("trainjobs", namespace, job.spec.model.from_train_job)
     retrains: dict[int, dict[str, Any]] = {}
     if job.spec.review.max_rounds > 1:
-        listed = await asyncio.to_thread(kube.list_custom, "trainjobs", namespace,
-                                         f"{LABEL_LABELJOB}={job.metadata.name}")
+        listed = await kube.list_custom("trainjobs", namespace,
+                                        f"{LABEL_LABELJOB}={job.metadata.name}")
         prefix = f"{job.metadata.name}-r"
         for item in listed:
             suffix = item["metadata"]["name"].removeprefix(prefix)
@@ -83,15 +88,14 @@ async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retra
     return resolve_model(job, trainjob), Retraining(trainjob, retrains)
 
 
-async def reconcile_once(namespace: str, name: str, body: kopf.Body,
-                         index: kopf.Index[tuple[str, str], dict[str, Any]]) -> float | None:
+async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
     snapshot = dict(body)
     try:
         job = LabelJob.model_validate(snapshot)
     except ValidationError as err:
         return await runtime.report_invalid("labeljobs", namespace, name, snapshot, err)
-    pods = [observe_pod(p) for p in index.get((namespace, name), [])]
+    pods = PODS.get(namespace, name)
     model, retraining = await resolve(job, namespace)
     actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings(),
                         retraining)
@@ -103,17 +107,16 @@ async def reconcile_once(namespace: str, name: str, body: kopf.Body,
 async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
     for child in actions.create:
         kopf.adopt(child, owner=body)  # type: ignore[arg-type]
-        if await asyncio.to_thread(kube.create, namespace, child):  # 409: made before a restart
+        if await kube.create(namespace, child):  # 409: made before a restart
             metrics.POD_ACTIONS.labels("create").inc()
     for pod in actions.delete_pods:
-        if await asyncio.to_thread(kube.delete_pod, namespace, pod):
+        if await kube.delete_pod(namespace, pod):
             metrics.POD_ACTIONS.labels("delete").inc()
     if runtime.status_changed(body.get("status") or {}, actions.status):
-        await asyncio.to_thread(kube.patch_custom_status, "labeljobs", namespace, name,
-                                actions.status)
+        await kube.patch_custom_status("labeljobs", namespace, name, actions.status)
     for kind, reason, message in actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
     if actions.delete_job:
         kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
                   message="spec.ttlSecondsAfterFinished passed")
-        await asyncio.to_thread(kube.delete_custom, "labeljobs", namespace, name)
+        await kube.delete_custom("labeljobs", namespace, name)

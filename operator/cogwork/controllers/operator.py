@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -12,18 +10,23 @@ import kopf
 from cogwork import kube, metrics
 from cogwork.controllers import job_metrics as _job_metrics  # noqa: F401  (registers handlers)
 from cogwork.controllers import labeljob as _labeljob  # noqa: F401  (registers handlers)
-from cogwork.controllers import report, runtime
+from cogwork.controllers import pod_cache, report, runtime
 from cogwork.controllers import trainjob as _trainjob  # noqa: F401  (registers handlers)
 from cogwork.controllers import tunejob as _tunejob  # noqa: F401  (registers handlers)
 
 PREFIX = "cogwork.dev"
-API_THREADS = kube.POOL_SIZE  # one pooled apiserver connection per thread
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kube.login(**kwargs)
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
+                    **_: Any) -> None:
     # Our own prefix for everything Kopf stores on objects, from the first release on.
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.finalizer = runtime.KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
@@ -37,11 +40,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.scanning.disabled = True
     settings.posting.reporting_component = "cogwork-operator"
     settings.posting.level = logging.INFO
-    kube.load()
-    # Every API call runs in a worker thread and mostly waits on the apiserver: asyncio's
-    # default pool (CPU count + 4 threads) caps the create rate of a burst of new jobs.
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="kube"))
+    # Startup handlers run before Kopf's own login: log in here for the first API calls.
+    kube.login(settings=settings, logger=logger)
+    primed = await pod_cache.prime(_watched_namespaces)
+    logger.info("pod cache primed with %d pods", primed)
     cfg = runtime.config()
     memo.report_runner = await report.serve(
         cfg.report_listen_host, cfg.report_listen_port, cfg.report_cert_file, cfg.report_key_file
@@ -55,10 +57,16 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runner = memo.get("report_runner")
     if runner is not None:
         await runner.cleanup()
+    await kube.close()
+
+
+_watched_namespaces: list[str] | None = None
 
 
 def run(namespaces: list[str] | None = None, liveness: str | None = None) -> None:
     """Run until signalled: all namespaces unless some are named."""
+    global _watched_namespaces
+    _watched_namespaces = namespaces or None
     kopf.configure(verbose=False)
     kopf.run(
         standalone=True,

@@ -7,7 +7,6 @@ belongs to. Training pods therefore need no RBAC at all, and cannot write anothe
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import logging
@@ -47,15 +46,15 @@ class Authenticator:
         hit = self._cache.get(token)
         if hit and time.monotonic() - hit[0] < _REVIEW_TTL:
             return hit[1]
-        result = await asyncio.to_thread(self._review, token)
+        result = await self._review(token)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token] = (time.monotonic(), result)
         return result
 
     @staticmethod
-    def _review(token: str) -> Caller | None:
-        review = kube.token_review(token, [AUDIENCE])
+    async def _review(token: str) -> Caller | None:
+        review = await kube.token_review(token, [AUDIENCE])
         if not review.get("authenticated"):
             return None
         user = review.get("user") or {}
@@ -67,7 +66,7 @@ class Authenticator:
         if not pod_names:
             return None  # not a pod-bound token
         namespace = parts[2]
-        pod = kube.get_pod(namespace, pod_names[0])
+        pod = await kube.get_pod(namespace, pod_names[0])
         if pod is None or (pod_uids and pod["metadata"]["uid"] != pod_uids[0]):
             return None
         job = (pod["metadata"].get("labels") or {}).get(JOB_LABEL, "")
@@ -105,11 +104,11 @@ def make_app(auth: Authenticator | None = None) -> web.Application:
         except (ValueError, ValidationError) as err:
             metrics.REPORTS.labels(result="invalid").inc()
             return web.json_response({"error": f"invalid report: {err}"}, status=400)
-        job = await asyncio.to_thread(kube.get_custom, "trainjobs", namespace, name)
+        job = await kube.get_custom("trainjobs", namespace, name)
         if job is None:
             return web.json_response({"error": "no such TrainJob"}, status=404)
         patch = status_patch(job.get("status") or {}, parsed, _now())
-        await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name, patch)
+        await kube.patch_custom_status("trainjobs", namespace, name, patch)
         metrics.REPORTS.labels(result="accepted").inc()
         return web.json_response({"accepted": True})
 

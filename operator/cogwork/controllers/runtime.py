@@ -27,6 +27,8 @@ from cogwork.plan.trainjob import RenderSettings
 log = logging.getLogger(__name__)
 ERROR_RETRY_S = 5.0
 INVALID_RECHECK_S = 300.0
+# Kopf's finalizer, set on our objects by operator versions that ran a Kopf daemon per object.
+KOPF_FINALIZER = "cogwork.dev/finalizer"
 
 _wakeups: dict[tuple[str, str, str], asyncio.Event] = {}
 # Loops run by `follow` (no Kopf daemon): each one's task and the object's latest body.
@@ -54,17 +56,15 @@ def render_settings() -> RenderSettings:
 
 
 def wake(controller: str, namespace: str, name: str) -> None:
-    """Cut a daemon's sleep short. Call it on the event loop (from async handlers only):
+    """Cut a loop's sleep short. Call it on the event loop (from async handlers only):
     asyncio.Event is not thread-safe, and a set() from a worker thread may not wake the loop."""
     event = _wakeups.get((controller, namespace, name))
     if event is not None:
         event.set()
 
 
-async def sleep(controller: str, namespace: str, name: str, seconds: float,
-                stopped: kopf.DaemonStopped | bool) -> None:
-    """Sleep until woken, stopped, or `seconds` pass."""
-    key = (controller, namespace, name)
+async def _sleep(key: tuple[str, str, str], seconds: float) -> None:
+    """Sleep until woken or `seconds` pass."""
     event = _wakeups.setdefault(key, asyncio.Event())
     try:
         await asyncio.wait_for(event.wait(), timeout=seconds)
@@ -72,8 +72,6 @@ async def sleep(controller: str, namespace: str, name: str, seconds: float,
         pass
     finally:
         event.clear()
-        if stopped:
-            _wakeups.pop(key, None)
 
 
 def spec_changed(body: Any) -> bool:
@@ -88,14 +86,14 @@ def status_changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
     return any(current.get(key) != value for key, value in patch.items())
 
 
-async def run_daemon(controller: str, namespace: str, name: str,
-                     stopped: kopf.DaemonStopped | bool,
-                     one_pass: Callable[[], Awaitable[float | None]]) -> None:
-    """A per-object reconcile loop: pass, sleep until woken or due, repeat until stopped or the
-    pass returns None (the object is gone). A pass that raises is retried, never fatal."""
+async def _run_loop(key: tuple[str, str, str],
+                    one_pass: Callable[[], Awaitable[float | None]]) -> None:
+    """A per-object reconcile loop: pass, sleep until woken or due, repeat until the pass
+    returns None (the object is gone). A pass that raises is retried, never fatal."""
+    controller, namespace, name = key
     metrics.ACTIVE_RECONCILERS.labels(controller).inc()
     try:
-        while not stopped:
+        while True:
             started = time.monotonic()
             try:
                 delay = await one_pass()
@@ -109,7 +107,7 @@ async def run_daemon(controller: str, namespace: str, name: str,
                 metrics.RECONCILE_TIME.labels(controller).observe(time.monotonic() - started)
             if delay is None:
                 return
-            await sleep(controller, namespace, name, delay, stopped)
+            await _sleep(key, delay)
     finally:
         metrics.ACTIVE_RECONCILERS.labels(controller).dec()
 
@@ -135,6 +133,15 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
                                           context=_loop_context())
 
 
+async def release_kopf_finalizer(plural: str, namespace: str, name: str,
+                                 body: Mapping[str, Any]) -> None:
+    """Objects from operator versions that ran a Kopf daemon per object carry its finalizer;
+    nothing removes it any more, so deleting such an object would hang: drop it."""
+    metadata = body.get("metadata") or {}
+    if metadata.get("deletionTimestamp") and KOPF_FINALIZER in (metadata.get("finalizers") or []):
+        await kube.remove_finalizer(plural, namespace, name, KOPF_FINALIZER)
+
+
 def _loop_context() -> contextvars.Context:
     """The current context minus Kopf's per-event variables: a task keeps the context it
     starts with, and the event's cause (its whole body, patch, loggers) would live as long as
@@ -155,8 +162,6 @@ def _compact(body: Mapping[str, Any]) -> bytes:
 
 async def _follow(key: tuple[str, str, str],
                   one_pass: Callable[[Mapping[str, Any]], Awaitable[float | None]]) -> None:
-    controller, namespace, name = key
-
     async def pass_on_latest_body() -> float | None:
         # A stop is a cancel, and Python 3.11's wait_for can swallow a cancel that races a
         # wake-up: so a loop that is no longer the object's loop ends here by itself.
@@ -166,7 +171,7 @@ async def _follow(key: tuple[str, str, str],
         return await one_pass(json.loads(latest))
 
     try:
-        await run_daemon(controller, namespace, name, False, pass_on_latest_body)
+        await _run_loop(key, pass_on_latest_body)
     finally:
         if _loops.get(key) is asyncio.current_task():  # not replaced after a stop
             del _loops[key]
@@ -190,8 +195,8 @@ async def report_invalid(plural: str, namespace: str, name: str, body: dict[str,
                            observed_generation=generation)
     conditions = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
                   for c in with_kstatus(failed, "Failed", generation)]
-    await asyncio.to_thread(kube.patch_custom_status, plural, namespace, name,
-                            {"phase": "Failed", "conditions": conditions,
-                             "observedGeneration": generation})
+    await kube.patch_custom_status(plural, namespace, name,
+                                   {"phase": "Failed", "conditions": conditions,
+                                    "observedGeneration": generation})
     kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
     return INVALID_RECHECK_S

@@ -22,53 +22,41 @@ from cogwork.api import contract
 from cogwork.api.common import GROUP, VERSION, is_condition_true
 from cogwork.api.trainjob import TrainJob
 from cogwork.controllers import runtime
+from cogwork.controllers.pod_cache import PodCache
 from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
 from cogwork.plan.trainjob import PodObservation, observe_pod
 from cogwork.plan.trainjob_reconcile import Actions, reconcile
 
 log = logging.getLogger(__name__)
-KIND_LABEL = "cogwork.dev/kind"
-JOB_LABEL = "cogwork.dev/job-name"
 CONTROLLER = "trainjob"
 STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
 DATA_RECHECK_S = 5.0  # how often a TrainJob waiting for a LabelJob's dataset looks again
-LEGACY_FINALIZER = "cogwork.dev/finalizer"
 
 
-@kopf.index("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
-def trainjob_pods(namespace: str, labels: dict[str, str], body: kopf.Body,
-                  **_: Any) -> dict[tuple[str, str], PodObservation]:
-    """Child pods by (namespace, job): what each pass observes, without listing the API.
-    Only the condensed observation is kept, not the pod body (a few KB each)."""
-    return {(namespace, labels.get(JOB_LABEL, "")): observe_pod(body)}
+# Child pods by (namespace, job): condensed observations, not pod bodies (a few KB each).
+PODS = PodCache[PodObservation]("TrainJob", observe_pod)
 
 
-@kopf.on.event("pods", labels={KIND_LABEL: "TrainJob"})  # type: ignore[arg-type]
-async def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
-    runtime.wake(CONTROLLER, namespace, labels.get(JOB_LABEL, ""))
+@kopf.on.event("pods", labels={contract.LABEL_KIND: "TrainJob"})
+async def pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    namespace, job = PODS.update(body, deleted=type == "DELETED")
+    runtime.wake(CONTROLLER, namespace, job)
 
 
 @kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
 async def trainjob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
-                           trainjob_pods: kopf.Index[tuple[str, str], PodObservation],
                            **_: Any) -> None:
     """Every event of a TrainJob keeps its reconcile loop alive (`runtime.follow`); a spec
     change also cuts the loop's sleep short."""
     deleted = type == "DELETED"
     runtime.follow(CONTROLLER, namespace, name, body, deleted,
-                   lambda latest: reconcile_once(namespace, name, latest, trainjob_pods))
+                   lambda latest: reconcile_once(namespace, name, latest))
     if not deleted and runtime.spec_changed(body):
         runtime.wake(CONTROLLER, namespace, name)
-    if body.get("metadata", {}).get("deletionTimestamp") and \
-            LEGACY_FINALIZER in body.get("metadata", {}).get("finalizers", []):
-        # Jobs from operator versions that ran a Kopf daemon per job carry its finalizer;
-        # nothing here would remove it any more, so deleting such a job would hang.
-        await asyncio.to_thread(kube.remove_finalizer, "trainjobs", namespace, name,
-                                LEGACY_FINALIZER)
+    await runtime.release_kopf_finalizer("trainjobs", namespace, name, body)
 
 
-async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
-                         index: kopf.Index[tuple[str, str], PodObservation]) -> float | None:
+async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
     snapshot = dict(body)
     try:
@@ -78,7 +66,7 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
     data = await resolve_data(job, namespace)
     if data.waiting is not None:
         return await wait_for_data(namespace, name, snapshot, job, data.waiting)
-    pods = list(index.get((namespace, name), []))
+    pods = PODS.get(namespace, name)
     actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings(), data.location)
     if not await apply(namespace, name, snapshot, actions):
         metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
@@ -93,8 +81,7 @@ async def resolve_data(job: TrainJob, namespace: str) -> DataResolution:
     if data is None or data.from_label_job is None or \
             any(is_condition_true(job.status.conditions, t) for t in ("Succeeded", "Failed")):
         return DataResolution()
-    labeljob = await asyncio.to_thread(kube.get_custom, "labeljobs", namespace,
-                                       data.from_label_job)
+    labeljob = await kube.get_custom("labeljobs", namespace, data.from_label_job)
     return resolve_dataset(job, labeljob)
 
 
@@ -103,7 +90,7 @@ async def wait_for_data(namespace: str, name: str, body: dict[str, Any], job: Tr
     """Nothing starts before the data exists: say so in a condition and look again soon."""
     status = waiting_for_data_status(job, message, datetime.now(UTC))
     if runtime.status_changed(body.get("status") or {}, status):
-        await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name, status)
+        await kube.patch_custom_status("trainjobs", namespace, name, status)
     return DATA_RECHECK_S
 
 
@@ -111,9 +98,9 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
     """Carry out one pass's decisions; False when the status write found our view stale."""
     await create_children(namespace, body, actions.create)
     for pod, pod_annotations in actions.annotate_pods.items():
-        await asyncio.to_thread(kube.patch_pod_annotations, namespace, pod, pod_annotations)
+        await kube.patch_pod_annotations(namespace, pod, pod_annotations)
     for pod in actions.delete_pods:
-        if await asyncio.to_thread(kube.delete_pod, namespace, pod):
+        if await kube.delete_pod(namespace, pod):
             metrics.POD_ACTIONS.labels("delete").inc()
     if runtime.status_changed(body.get("status") or {}, actions.status):
         # Optimistic concurrency: restarts and activeNodes are counted from the status this
@@ -121,8 +108,8 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
         # not yet in the watch cache) is refused and the pass is redone on a fresh view.
         version = body.get("metadata", {}).get("resourceVersion")
         try:
-            await asyncio.to_thread(kube.patch_custom_status, "trainjobs", namespace, name,
-                                    actions.status, version)
+            await kube.patch_custom_status("trainjobs", namespace, name, actions.status,
+                                           version)
         except kube.Conflict:
             log.debug("%s/%s changed under this pass; redoing it", namespace, name)
             return False
@@ -132,7 +119,7 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
     if actions.delete_job:
         kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
                   message="spec.ttlSecondsAfterFinished passed")
-        await asyncio.to_thread(kube.delete_custom, "trainjobs", namespace, name)
+        await kube.delete_custom("trainjobs", namespace, name)
     return True
 
 
@@ -146,7 +133,7 @@ async def create_children(namespace: str, body: dict[str, Any],
     workers = [c for c in children if c["kind"] == "Pod" and
                c["metadata"]["labels"].get(contract.LABEL_ROLE) == contract.ROLE_WORKER]
     for group in ([c for c in children if not any(c is w for w in workers)], workers):
-        created = await asyncio.gather(*(asyncio.to_thread(kube.create, namespace, child)
+        created = await asyncio.gather(*(kube.create(namespace, child)
                                          for child in group))
         metrics.POD_ACTIONS.labels("create").inc(
             sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))

@@ -8,7 +8,6 @@ operator started, the index stays empty and each pass reads the Experiment inste
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,8 +51,8 @@ async def observe(namespace: str, job: TuneJob,
         if (body.get("metadata") or {}).get("name") == name:
             return body, True
     try:
-        found = await asyncio.to_thread(kube.get_namespaced_object, KATIB_GROUP, KATIB_VERSION,
-                                        EXPERIMENT_PLURAL, namespace, name)
+        found = await kube.get_namespaced_object(KATIB_GROUP, KATIB_VERSION,
+                                                 EXPERIMENT_PLURAL, namespace, name)
     except kube.NotServed:
         return None, False
     return found, True
@@ -75,14 +74,13 @@ async def reconcile_once(namespace: str, name: str, body: dict[str, Any], job: T
         actions = katib_status.rejected(job, str(err), now)
     if actions.patch_experiment:
         try:
-            await asyncio.to_thread(kube.patch_namespaced_object, KATIB_GROUP, KATIB_VERSION,
-                                    EXPERIMENT_PLURAL, namespace, experiment_name(job),
-                                    actions.patch_experiment)
+            await kube.patch_namespaced_object(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,
+                                               namespace, experiment_name(job),
+                                               actions.patch_experiment)
         except kube.Rejected as err:
             actions.events.append(("Warning", "BudgetNotApplied", str(err)[:1000]))
     if runtime.status_changed(body.get("status") or {}, actions.status):
-        await asyncio.to_thread(kube.patch_custom_status, "tunejobs", namespace, name,
-                                actions.status)
+        await kube.patch_custom_status("tunejobs", namespace, name, actions.status)
     for kind, reason, message in actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
     return actions.requeue_after
@@ -95,7 +93,7 @@ async def create_children(namespace: str, owner: dict[str, Any],
     for child in children:
         kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
         if child["apiVersion"] == f"{KATIB_GROUP}/{KATIB_VERSION}":
-            await asyncio.to_thread(kube.create_namespaced_object, KATIB_GROUP, KATIB_VERSION,
-                                    EXPERIMENT_PLURAL, namespace, child)
+            await kube.create_namespaced_object(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,
+                                                namespace, child)
         else:
-            await asyncio.to_thread(kube.create, namespace, child)
+            await kube.create(namespace, child)
