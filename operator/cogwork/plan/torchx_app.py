@@ -40,7 +40,9 @@ class PlanError(ValueError):
 
 
 def rdzv_endpoint(job_name: str, namespace: str, settings: RenderSettings) -> str:
-    return f"{job_name}-rdzv.{namespace}.{settings.service_domain}:{contract.RDZV_PORT}"
+    # The store pod's name under the job's headless Service: <job>-rdzv.<job>.<ns>.svc
+    return (f"{job_name}-rdzv.{job_name}.{namespace}.{settings.service_domain}:"
+            f"{contract.RDZV_PORT}")
 
 
 def trainer_image(spec: TrainJobSpec, settings: RenderSettings) -> str:

@@ -35,8 +35,8 @@ from cogwork.plan.trainjob_observe import (
 __all__ = [
     "FailureAction", "PodObservation", "RenderSettings", "checkpoint_claim",
     "checkpoint_claim_name", "classify_failure", "derive_phase", "desired_node_count",
-    "observe_pod", "rdzv_name", "render_children", "rendezvous_pod", "rendezvous_service",
-    "shared_objects", "worker_name", "worker_pod", "worker_selector", "worker_service",
+    "job_service", "observe_pod", "rdzv_name", "render_children", "rendezvous_pod",
+    "shared_objects", "worker_name", "worker_pod", "worker_selector",
 ]
 
 # Used for `cogwork render` of a manifest the apiserver has not seen (no uid yet).
@@ -77,7 +77,7 @@ def worker_name(job: TrainJob, index: int) -> str:
     return f"{job.metadata.name}-node-{index}"
 
 
-def worker_service_name(job: TrainJob) -> str:
+def job_service_name(job: TrainJob) -> str:
     return job.metadata.name
 
 
@@ -223,7 +223,7 @@ def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
     name = worker_name(job, index)
     pod_spec: dict[str, Any] = {
         "hostname": name,
-        "subdomain": worker_service_name(job),  # <name>.<job>.<ns>.svc resolves
+        "subdomain": job_service_name(job),  # <name>.<job>.<ns>.svc resolves
         "containers": [container],
         "volumes": volumes,
     }
@@ -246,35 +246,30 @@ def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None,
     container["ports"] = [{"name": "c10d", "containerPort": contract.RDZV_PORT,
                            "protocol": "TCP"}]
     # No nodeSelector: a CPU pod need not sit on the (GPU) nodes Kueue picked for workers.
-    return _pod(job, settings, rdzv_name(job), child_labels(job, contract.ROLE_RDZV), {},
-                {"containers": [container]})
+    name = rdzv_name(job)
+    return _pod(job, settings, name, child_labels(job, contract.ROLE_RDZV), {},
+                {"hostname": name, "subdomain": job_service_name(job),  # see rdzv_endpoint
+                 "containers": [container]})
 
 
 # ---- services and storage --------------------------------------------------------------------
 
-def _service(job: TrainJob, settings: RenderSettings, name: str, role_name: str,
-             ports: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "clusterIP": "None",  # headless: DNS returns the pod IPs
-        "publishNotReadyAddresses": True,  # resolvable before readiness; rendezvous needs it
-        "selector": {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_ROLE: role_name},
-    }
-    if ports:
-        spec["ports"] = ports
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": job_namespace(job, settings),
-                         "labels": child_labels(job, role_name)},
-            "spec": spec}
-
-
-def rendezvous_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
+def job_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
+    """Service `<job>`, headless, over all the job's pods: each pod's hostname.<job>.<ns>.svc
+    resolves, the store's included (the rendezvous endpoint), so one Service serves both."""
     port = {"name": "c10d", "port": contract.RDZV_PORT, "targetPort": contract.RDZV_PORT,
             "protocol": "TCP"}
-    return _service(job, settings, rdzv_name(job), contract.ROLE_RDZV, [port])
-
-
-def worker_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
-    return _service(job, settings, worker_service_name(job), contract.ROLE_WORKER, [])
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": job_service_name(job), "namespace": job_namespace(job, settings),
+                         "labels": {contract.LABEL_JOB_NAME: job.metadata.name,
+                                    contract.LABEL_KIND: "TrainJob"}},
+            "spec": {
+                "clusterIP": "None",  # headless: DNS returns the pod IPs
+                "publishNotReadyAddresses": True,  # resolvable before readiness: rendezvous
+                "selector": {contract.LABEL_JOB_NAME: job.metadata.name,
+                             contract.LABEL_KIND: "TrainJob"},
+                "ports": [port],
+            }}
 
 
 def checkpoint_claim(job: TrainJob, settings: RenderSettings) -> dict[str, Any] | None:
@@ -295,8 +290,8 @@ def checkpoint_claim(job: TrainJob, settings: RenderSettings) -> dict[str, Any] 
 
 
 def shared_objects(job: TrainJob, settings: RenderSettings) -> list[dict[str, Any]]:
-    """Everything the pods depend on: both Services and the checkpoint claim."""
-    objects = [rendezvous_service(job, settings), worker_service(job, settings)]
+    """Everything the pods depend on: the Service and the checkpoint claim."""
+    objects = [job_service(job, settings)]
     claim = checkpoint_claim(job, settings)
     if claim is not None:
         objects.append(claim)

@@ -54,7 +54,7 @@ def test_worker_command_is_the_clusters_but_for_the_endpoint(tmp_path: Path) -> 
                              settings=RenderSettings(python="py")), WORKER_ROLE)
     differ = [(a, b) for a, b in zip(worker.args, cluster.args, strict=True) if a != b]
     assert differ == [("--rdzv-endpoint=127.0.0.1:5555",
-                       "--rdzv-endpoint=digits-rdzv.local.svc:29400"),
+                       "--rdzv-endpoint=digits-rdzv.digits.local.svc:29400"),
                       ("--local-addr=127.0.0.1", "--local-addr=$(POD_IP)")]
     assert f"--rdzv-id={UID}" in worker.args
 

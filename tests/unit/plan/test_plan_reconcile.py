@@ -56,10 +56,10 @@ def names(objects: list[dict[str, Any]]) -> list[str]:
     return [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
 
 
-def test_new_job_creates_store_services_claim_and_workers() -> None:
+def test_new_job_creates_service_claim_store_and_workers() -> None:
     actions = step(job(), [])
     assert names(actions.create) == [
-        "Service/digits-rdzv", "Service/digits", "PersistentVolumeClaim/digits-ckpt",
+        "Service/digits", "PersistentVolumeClaim/digits-ckpt",
         "Pod/digits-rdzv", "Pod/digits-node-0", "Pod/digits-node-1"]
     assert cond(actions, "Created")["status"] == "True"
     assert actions.status["phase"] == "Pending"

@@ -42,7 +42,7 @@ def test_torchrun_command_follows_the_contract() -> None:
         "--nnodes=2:4",
         "--nproc-per-node=2",
         "--rdzv-backend=c10d",
-        "--rdzv-endpoint=digits-rdzv.ml.svc:29400",
+        "--rdzv-endpoint=digits-rdzv.digits.ml.svc:29400",
         f"--rdzv-id={UID}",
         "--rdzv-conf=is_host=false,join_timeout=30,last_call_timeout=3,"
         "keep_alive_interval=1,keep_alive_max_attempt=3",

@@ -48,8 +48,7 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 def test_render_manifests_creates_every_child_in_dependency_order() -> None:
     objects = render_manifests(manifest(nodes={"min": 1, "max": 3, "count": 2}), SETTINGS)
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
-        ("Service", "digits-rdzv"), ("Service", "digits"),
-        ("PersistentVolumeClaim", "digits-ckpt"),
+        ("Service", "digits"), ("PersistentVolumeClaim", "digits-ckpt"),
         ("Pod", "digits-rdzv"), ("Pod", "digits-node-0"), ("Pod", "digits-node-1")]
     assert {o["metadata"]["namespace"] for o in objects} == {"ml"}
     assert all("ownerReferences" not in o["metadata"] for o in objects)
@@ -61,7 +60,7 @@ def test_render_without_namespace_or_uid_uses_defaults() -> None:
     doc["metadata"] = {"name": "digits"}
     pods = [o for o in render_manifests(doc) if o["kind"] == "Pod"]
     assert {p["metadata"]["namespace"] for p in pods} == {"default"}
-    assert "--rdzv-endpoint=digits-rdzv.default.svc:29400" in container(pods[1])["command"]
+    assert "--rdzv-endpoint=digits-rdzv.digits.default.svc:29400" in container(pods[1])["command"]
 
 
 def test_render_rejects_other_kinds_and_invalid_specs() -> None:
@@ -190,22 +189,27 @@ def test_stop_reaches_new_pods_as_annotation() -> None:
         "annotations"]
 
 
-def test_rendezvous_pod_and_services() -> None:
+def test_rendezvous_pod_and_the_job_service() -> None:
     job = make_job()
     store = rendezvous_pod(job, SETTINGS)
     assert store["metadata"]["labels"]["cogwork.dev/role"] == "rdzv"
     assert container(store)["command"] == ["python", "-m", "cogwork_trainer.rdzv_store",
                                            "--port", "29400"]
     assert container(store)["ports"][0]["containerPort"] == 29400
-    rdzv_svc, workers_svc, _claim = shared_objects(job, SETTINGS)
-    for svc in (rdzv_svc, workers_svc):
-        assert svc["spec"]["clusterIP"] == "None"
-        assert svc["spec"]["publishNotReadyAddresses"] is True
-    assert rdzv_svc["spec"]["selector"] == {"cogwork.dev/job-name": "digits",
-                                            "cogwork.dev/role": "rdzv"}
-    assert rdzv_svc["spec"]["ports"][0]["port"] == 29400
-    assert workers_svc["metadata"]["name"] == "digits"
-    assert workers_svc["spec"]["selector"]["cogwork.dev/role"] == "worker"
+    # One headless Service over all the job's pods: the store's name resolves under it too.
+    svc, _claim = shared_objects(job, SETTINGS)
+    assert svc["metadata"]["name"] == "digits"
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"cogwork.dev/job-name": "digits",
+                                       "cogwork.dev/kind": "TrainJob"}
+    assert svc["spec"]["ports"][0]["port"] == 29400
+    assert (store["spec"]["hostname"], store["spec"]["subdomain"]) == ("digits-rdzv", "digits")
+    worker = worker_pod(job, 0, SETTINGS)
+    assert (worker["spec"]["hostname"], worker["spec"]["subdomain"]) == ("digits-node-0",
+                                                                           "digits")
+    for pod in (store, worker):
+        assert all(pod["metadata"]["labels"][k] == v for k, v in svc["spec"]["selector"].items())
 
 
 def test_checkpoint_claim() -> None:
@@ -217,7 +221,7 @@ def test_checkpoint_claim() -> None:
                              "storageClassName": "nfs"}
     existing = make_job(checkpoint={"claimName": "shared-ckpt"})
     assert checkpoint_claim(existing, SETTINGS) is None
-    assert len(shared_objects(existing, SETTINGS)) == 2
+    assert [o["kind"] for o in shared_objects(existing, SETTINGS)] == ["Service"]
     volumes = {v["name"]: v for v in worker_pod(existing, 0, SETTINGS)["spec"]["volumes"]}
     assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "shared-ckpt"
 
