@@ -33,7 +33,7 @@ from cogwork.plan.labeljob import (
     reconcile,
 )
 from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
-from cogwork.plan.labeljob_rounds import LABEL_LABELJOB
+from cogwork.plan.labeljob_rounds import LABEL_LABELJOB, retrain_round
 
 log = logging.getLogger(__name__)
 CONTROLLER = "labeljob"
@@ -80,11 +80,10 @@ async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retra
     if job.spec.review.max_rounds > 1:
         listed = await kube.list_custom("trainjobs", namespace,
                                         f"{LABEL_LABELJOB}={job.metadata.name}")
-        prefix = f"{job.metadata.name}-r"
         for item in listed:
-            suffix = item["metadata"]["name"].removeprefix(prefix)
-            if suffix.isdigit():
-                retrains[int(suffix)] = item
+            round_ = retrain_round(job, item["metadata"]["name"])
+            if round_ is not None:
+                retrains[round_] = item
     return resolve_model(job, trainjob), Retraining(trainjob, retrains)
 
 
@@ -105,10 +104,7 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> 
 
 
 async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
-    for child in actions.create:
-        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
-        if await kube.create(namespace, child):  # 409: made before a restart
-            metrics.POD_ACTIONS.labels("create").inc()
+    await runtime.create_children(namespace, body, ([child] for child in actions.create))
     for pod in actions.delete_pods:
         if await kube.delete_pod(namespace, pod):
             metrics.POD_ACTIONS.labels("delete").inc()

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -131,6 +131,19 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
     if key not in _loops:
         _loops[key] = asyncio.create_task(_follow(key, one_pass), name=f"{controller}:{key[1:]}",
                                           context=_loop_context())
+
+
+async def create_children(namespace: str, owner: Mapping[str, Any],
+                          groups: Iterable[list[dict[str, Any]]]) -> None:
+    """Create an owner's children: each group at once, the groups in order (a later group may
+    depend on an earlier one). Names are deterministic, so a child that exists already (409:
+    made before a restart) is skipped. Created pods count in cogwork_pod_actions_total."""
+    for group in groups:
+        for child in group:
+            kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
+        created = await asyncio.gather(*(kube.create(namespace, child) for child in group))
+        metrics.POD_ACTIONS.labels("create").inc(
+            sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))
 
 
 async def release_kopf_finalizer(plural: str, namespace: str, name: str,

@@ -8,7 +8,6 @@ wakes on its own schedule, so a missed watch event delays a pass, never loses it
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -125,15 +124,12 @@ async def apply(namespace: str, name: str, body: dict[str, Any], actions: Action
 
 async def create_children(namespace: str, body: dict[str, Any],
                           children: list[dict[str, Any]]) -> None:
-    """Services, claim and store pod first, then the workers, each group at once: two round
+    """The Service, claim and store pod first, then the workers, each group at once: two round
     trips for a new job instead of one per child. Workers mount the claim, and a store created
     after a worker would mark that worker's failure as the store's (see check_failures)."""
-    for child in children:
-        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
-    workers = [c for c in children if c["kind"] == "Pod" and
-               c["metadata"]["labels"].get(contract.LABEL_ROLE) == contract.ROLE_WORKER]
-    for group in ([c for c in children if not any(c is w for w in workers)], workers):
-        created = await asyncio.gather(*(kube.create(namespace, child)
-                                         for child in group))
-        metrics.POD_ACTIONS.labels("create").inc(
-            sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))
+    def is_worker(child: dict[str, Any]) -> bool:
+        role = (child["metadata"].get("labels") or {}).get(contract.LABEL_ROLE)
+        return bool(child["kind"] == "Pod" and role == contract.ROLE_WORKER)
+
+    await runtime.create_children(namespace, body, [
+        [c for c in children if not is_worker(c)], [c for c in children if is_worker(c)]])

@@ -78,9 +78,7 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
 
 
 async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
-    for child in actions.create:
-        kopf.adopt(child, owner=body)  # type: ignore[arg-type]
-        await kube.create(namespace, child)  # 409: created before a restart
+    await runtime.create_children(namespace, body, ([child] for child in actions.create))
     for trial, patch in actions.patch_trials.items():
         await kube.patch_custom("trainjobs", namespace, trial, patch)
     if runtime.status_changed(body.get("status") or {}, actions.status):

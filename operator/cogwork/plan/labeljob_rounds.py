@@ -41,6 +41,12 @@ def retrain_name(job: LabelJob, round_: int) -> str:
     return f"{job.metadata.name}-r{round_}"
 
 
+def retrain_round(job: LabelJob, trainjob_name: str) -> int | None:
+    """The round a retrain TrainJob's name stands for (the inverse of retrain_name)."""
+    suffix = trainjob_name.removeprefix(f"{job.metadata.name}-r")
+    return int(suffix) if suffix != trainjob_name and suffix.isdigit() else None
+
+
 def retrain_epochs(source: Mapping[str, Any], training_items: int | None) -> int | None:
     """Epochs that give a retrain on `training_items` labels about the optimizer steps the
     source ran; None: keep the source's (no built-in task, or nothing to size it by)."""

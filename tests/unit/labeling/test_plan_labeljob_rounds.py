@@ -8,6 +8,7 @@ from typing import Any
 
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.labeljob import Retraining, reconcile
+from cogwork.plan.labeljob_rounds import retrain_name, retrain_round
 from test_plan_labeljob import CERTIFIED, MODEL, NOW, SETTINGS, condition, done, env_of, labeljob
 
 SOURCE = {  # the TrainJob spec.model.fromTrainJob names, as the controller read it
@@ -169,3 +170,11 @@ def test_a_retrain_keeps_the_sources_step_budget_never_fewer_epochs() -> None:
     assert retrain_epochs(unfinished, 400) is None  # no step count to size it by
     script = {**SOURCE, "spec": {k: v for k, v in SOURCE["spec"].items() if k != "task"}}
     assert retrain_epochs(script, 400) is None  # script mode has no epochs to size
+
+
+def test_retrain_names_and_rounds_are_inverses() -> None:
+    job = rounds_job()
+    assert job.metadata.name == "lj"
+    assert [retrain_round(job, retrain_name(job, r)) for r in (1, 2, 12)] == [1, 2, 12]
+    for other in ("lj", "lj-r", "lj-rx", "lj-best", "lj2-r1", "lj-r1-copy", "other-r1"):
+        assert retrain_round(job, other) is None, other
