@@ -25,7 +25,6 @@ _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Timeout
 POOL_SIZE = 32  # connections kept open: enough for a burst of creates without new handshakes
 REQUEST_TIMEOUT_S = 60.0
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 _CORE_PLURALS = {"Pod": "pods", "Service": "services", "ConfigMap": "configmaps",
                  "PersistentVolumeClaim": "persistentvolumeclaims"}
 
@@ -261,25 +260,6 @@ async def patch_custom(plural: str, namespace: str, name: str, patch: dict[str, 
                       content_type=MERGE_PATCH)
     except ApiError as err:
         if err.status != 404:
-            raise
-
-
-async def remove_finalizer(plural: str, namespace: str, name: str, finalizer: str) -> None:
-    """Drop one finalizer from a custom object (a JSON patch: a merge patch would have to
-    rewrite the whole list and could drop another controller's entry added meanwhile)."""
-    current = await get_custom(plural, namespace, name)
-    finalizers = ((current or {}).get("metadata") or {}).get("finalizers") or []
-    if finalizer not in finalizers:
-        return
-    index = finalizers.index(finalizer)
-    # The test guards the index: if the list moved under us, the patch fails (422).
-    patch = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
-             {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
-    try:
-        await request("PATCH", _custom_path(plural, namespace, name), patch,
-                      content_type=JSON_PATCH)
-    except ApiError as err:
-        if err.status not in (404, 422):  # gone, or changed: the next event retries
             raise
 
 

@@ -21,7 +21,6 @@ from aiohttp import web
 from cogwork import kube
 
 T = TypeVar("T")
-FINALIZER = "cogwork.dev/finalizer"
 JOB_PATH = "/apis/cogwork.dev/v1alpha1/namespaces/ns/trainjobs/j"
 
 
@@ -256,31 +255,6 @@ def test_a_new_login_closes_the_old_session(serve: Any, kubeconfig: Path,
         return bool(first.closed)
 
     assert serve(fake, two_reads) is True
-
-
-def test_remove_finalizer_sends_a_guarded_json_patch(serve: Any) -> None:
-    job = {"metadata": {"name": "j", "finalizers": ["other.io/keep", FINALIZER]}}
-    fake = FakeApiserver([(200, job), (200, job)])
-    serve(fake, lambda: kube.remove_finalizer("trainjobs", "ns", "j", FINALIZER))
-    read, patch = fake.seen
-    assert (read.method, read.path) == ("GET", JOB_PATH)
-    assert (patch.method, patch.path) == ("PATCH", JOB_PATH)
-    assert patch.content_type == "application/json-patch+json"
-    assert patch.body == [{"op": "test", "path": "/metadata/finalizers/1", "value": FINALIZER},
-                          {"op": "remove", "path": "/metadata/finalizers/1"}]
-
-
-def test_remove_absent_finalizer_writes_nothing(serve: Any) -> None:
-    fake = FakeApiserver([(200, {"metadata": {"name": "j", "finalizers": ["other.io/keep"]}})])
-    serve(fake, lambda: kube.remove_finalizer("trainjobs", "ns", "j", FINALIZER))
-    assert [r.method for r in fake.seen] == ["GET"]
-
-
-def test_remove_finalizer_tolerates_a_moved_list(serve: Any) -> None:
-    job = {"metadata": {"name": "j", "finalizers": [FINALIZER]}}
-    fake = FakeApiserver([(200, job), status(422, "Invalid")])  # the test op failed
-    serve(fake, lambda: kube.remove_finalizer("trainjobs", "ns", "j", FINALIZER))
-    assert [r.method for r in fake.seen] == ["GET", "PATCH"]
 
 
 def test_stale_status_patch_is_a_conflict(serve: Any) -> None:

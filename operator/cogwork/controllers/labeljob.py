@@ -52,14 +52,8 @@ async def labeljob_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> N
 @kopf.on.event(GROUP, VERSION, "labeljobs")  # type: ignore[arg-type]
 async def labeljob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                            **_: Any) -> None:
-    """Every event of a LabelJob keeps its reconcile loop alive (`runtime.follow`); a spec
-    change also cuts the loop's sleep short."""
-    deleted = type == "DELETED"
-    runtime.follow(CONTROLLER, namespace, name, body, deleted,
-                   lambda latest: reconcile_once(namespace, name, latest))
-    if not deleted and runtime.spec_changed(body):
-        runtime.wake(CONTROLLER, namespace, name)
-    await runtime.release_kopf_finalizer("labeljobs", namespace, name, body)
+    runtime.object_event(CONTROLLER, type, namespace, name, body,
+                         lambda latest: reconcile_once(namespace, name, latest))
 
 
 @kopf.on.event(GROUP, VERSION, "trainjobs",  # type: ignore[arg-type]

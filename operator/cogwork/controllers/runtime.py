@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ERROR_RETRY_S = 5.0
 INVALID_RECHECK_S = 300.0
 # Kopf's finalizer, set on our objects by operator versions that ran a Kopf daemon per object.
+# No handler needs it now, so Kopf removes it from such an object at the first event it sees.
 KOPF_FINALIZER = "cogwork.dev/finalizer"
 
 _wakeups: dict[tuple[str, str, str], asyncio.Event] = {}
@@ -146,13 +147,15 @@ async def create_children(namespace: str, owner: Mapping[str, Any],
             sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))
 
 
-async def release_kopf_finalizer(plural: str, namespace: str, name: str,
-                                 body: Mapping[str, Any]) -> None:
-    """Objects from operator versions that ran a Kopf daemon per object carry its finalizer;
-    nothing removes it any more, so deleting such an object would hang: drop it."""
-    metadata = body.get("metadata") or {}
-    if metadata.get("deletionTimestamp") and KOPF_FINALIZER in (metadata.get("finalizers") or []):
-        await kube.remove_finalizer(plural, namespace, name, KOPF_FINALIZER)
+def object_event(controller: str, event_type: str | None, namespace: str, name: str,
+                 body: Mapping[str, Any],
+                 one_pass: Callable[[Mapping[str, Any]], Awaitable[float | None]]) -> None:
+    """What each kind's watch-event handler does with every event of its object: keep the
+    object's reconcile loop alive (`follow`) and cut its sleep short when the spec changed."""
+    deleted = event_type == "DELETED"
+    follow(controller, namespace, name, body, deleted, one_pass)
+    if not deleted and spec_changed(body):
+        wake(controller, namespace, name)
 
 
 def _loop_context() -> contextvars.Context:

@@ -45,14 +45,8 @@ async def pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
 async def trainjob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                            **_: Any) -> None:
-    """Every event of a TrainJob keeps its reconcile loop alive (`runtime.follow`); a spec
-    change also cuts the loop's sleep short."""
-    deleted = type == "DELETED"
-    runtime.follow(CONTROLLER, namespace, name, body, deleted,
-                   lambda latest: reconcile_once(namespace, name, latest))
-    if not deleted and runtime.spec_changed(body):
-        runtime.wake(CONTROLLER, namespace, name)
-    await runtime.release_kopf_finalizer("trainjobs", namespace, name, body)
+    runtime.object_event(CONTROLLER, type, namespace, name, body,
+                         lambda latest: reconcile_once(namespace, name, latest))
 
 
 async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> float | None:

@@ -37,16 +37,10 @@ async def trial_changed(namespace: str, labels: dict[str, str], **_: Any) -> Non
 @kopf.on.event(GROUP, VERSION, "tunejobs")  # type: ignore[arg-type]
 async def tunejob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                           **kwargs: Any) -> None:
-    """Every event of a TuneJob keeps its reconcile loop alive (`runtime.follow`); a spec
-    change also cuts the loop's sleep short."""
     # Katib Experiments by TuneJob; Kopf fills it only if their CRD was served at start-up.
     experiments = kwargs.get("tunejob_experiments")
-    deleted = type == "DELETED"
-    runtime.follow(CONTROLLER, namespace, name, body, deleted,
-                   lambda latest: reconcile_once(namespace, name, latest, experiments))
-    if not deleted and runtime.spec_changed(body):
-        runtime.wake(CONTROLLER, namespace, name)
-    await runtime.release_kopf_finalizer("tunejobs", namespace, name, body)
+    runtime.object_event(CONTROLLER, type, namespace, name, body,
+                         lambda latest: reconcile_once(namespace, name, latest, experiments))
 
 
 async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
