@@ -23,7 +23,7 @@ from cogwork.api.trainjob import TrainJob
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
 from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
-from cogwork.plan.trainjob import PodObservation, observe_pod
+from cogwork.plan.trainjob import PodObservation, expected_pod_names, observe_pod
 from cogwork.plan.trainjob_reconcile import Actions, reconcile
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,24 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> 
     data = await resolve_data(job, namespace)
     if data.waiting is not None:
         return await wait_for_data(namespace, name, snapshot, job, data.waiting)
-    pods = PODS.get(namespace, name)
+    pods = await observed_pods(namespace, name, job)
     actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings(), data.location)
     if not await apply(namespace, name, snapshot, actions):
         metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
         return STALE_RETRY_S
     metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
     return None if actions.delete_job else actions.requeue_after
+
+
+async def observed_pods(namespace: str, name: str, job: TrainJob) -> list[PodObservation]:
+    """The job's pods from the watch cache, unless it lacks one the status says exists: then
+    from the API. The watch may not have delivered a pod this operator just created, and the
+    planner would read a missing pod as a lost one (a restart that never happened)."""
+    pods = PODS.get(namespace, name)
+    if expected_pod_names(job) <= {pod.name for pod in pods}:
+        return pods
+    selector = f"{contract.LABEL_JOB_NAME}={name},{contract.LABEL_KIND}=TrainJob"
+    return [observe_pod(pod) for pod in await kube.list_pods(namespace, selector)]
 
 
 async def resolve_data(job: TrainJob, namespace: str) -> DataResolution:

@@ -35,6 +35,7 @@ from cogwork.plan.trainjob_observe import (
 __all__ = [
     "FailureAction", "PodObservation", "RenderSettings", "checkpoint_claim",
     "checkpoint_claim_name", "classify_failure", "derive_phase", "desired_node_count",
+    "expected_pod_names",
     "job_service", "observe_pod", "rdzv_name", "render_children", "rendezvous_pod",
     "shared_objects", "worker_name", "worker_pod", "worker_selector",
 ]
@@ -91,6 +92,12 @@ def child_labels(job: TrainJob, role_name: str, index: int | None = None) -> dic
     if index is not None:
         labels[contract.LABEL_NODE_INDEX] = str(index)
     return labels
+
+
+def expected_pod_names(job: TrainJob) -> set[str]:
+    """Pods the job's status says exist: the store and each active node's worker."""
+    active = job.status.active_nodes
+    return {rdzv_name(job), *(worker_name(job, i) for i in active)} if active else set()
 
 
 def worker_selector(job: TrainJob) -> str:

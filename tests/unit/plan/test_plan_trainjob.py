@@ -11,6 +11,7 @@ from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob import (
     checkpoint_claim,
     desired_node_count,
+    expected_pod_names,
     render_children,
     rendezvous_pod,
     shared_objects,
@@ -235,3 +236,11 @@ def test_desired_node_count(nodes: dict[str, int], desired: int) -> None:
 
 def test_worker_selector() -> None:
     assert worker_selector(make_job()) == "cogwork.dev/job-name=digits,cogwork.dev/role=worker"
+
+
+def test_expected_pods_follow_the_active_nodes_in_status() -> None:
+    job = make_job()
+    assert expected_pod_names(job) == set()  # nothing created yet: nothing to miss
+    running = job.model_copy(update={"status": job.status.model_copy(
+        update={"active_nodes": [0, 2]})})
+    assert expected_pod_names(running) == {"digits-rdzv", "digits-node-0", "digits-node-2"}
