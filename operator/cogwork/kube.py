@@ -88,9 +88,12 @@ async def _current_session() -> tuple[aiohttp.ClientSession, str]:
     loop = asyncio.get_running_loop()
     if _session is None or _session.closed or _session_loop is not loop or \
             _session_info is not _info:
-        if _session is not None and _session_loop is loop:
-            await _session.close()
+        # Swap before closing: no await between the check and the swap, so concurrent calls
+        # agree on one new session.
+        old = _session if _session_loop is loop else None
         _session, _session_loop, _session_info = _new_session(_info), loop, _info
+        if old is not None:
+            await old.close()
     return _session, _info.server.rstrip("/")
 
 
