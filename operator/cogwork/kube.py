@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 import aiohttp
 import kopf
 
-log = logging.getLogger(__name__)
-GROUP = "cogwork.dev"
-VERSION = "v1alpha1"
+from cogwork.api.common import GROUP, VERSION
+
 _RETRYABLE = {429, 500, 502, 503, 504}
 _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 POOL_SIZE = 32  # connections kept open: enough for a burst of creates without new handshakes

@@ -23,7 +23,6 @@ class PodCache(Generic[T]):
     """Condensed observations of one job kind's pods, by (namespace, job) and pod name."""
 
     def __init__(self, kind: str, condense: Callable[[Mapping[str, Any]], T]) -> None:
-        self.kind = kind
         self._condense = condense
         self._by_job: dict[tuple[str, str], dict[str, T]] = {}
         _CACHES[kind] = self
@@ -57,9 +56,7 @@ async def prime(namespaces: list[str] | None) -> int:
     count = 0
     scopes: list[str | None] = list(namespaces) if namespaces else [None]
     for namespace in scopes:
-        for pod in await kube.list_pods(namespace, selector):
-            kind = ((pod.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_KIND)
-            if kind in _CACHES:
-                _CACHES[kind].update(pod, deleted=False)
-                count += 1
+        for pod in await kube.list_pods(namespace, selector):  # each pod has one of the kinds
+            _CACHES[pod["metadata"]["labels"][contract.LABEL_KIND]].update(pod, deleted=False)
+            count += 1
     return count

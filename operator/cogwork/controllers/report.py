@@ -18,13 +18,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
+from cogwork.api import contract
 from cogwork.plan.progress import ProgressReport, status_patch
 
 log = logging.getLogger(__name__)
 AUDIENCE = "cogwork.dev/report"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
-JOB_LABEL = "cogwork.dev/job-name"
 MAX_BODY = 256 * 1024
 _REVIEW_TTL = 60.0
 
@@ -69,7 +69,7 @@ class Authenticator:
         pod = await kube.get_pod(namespace, pod_names[0])
         if pod is None or (pod_uids and pod["metadata"]["uid"] != pod_uids[0]):
             return None
-        job = (pod["metadata"].get("labels") or {}).get(JOB_LABEL, "")
+        job = (pod["metadata"].get("labels") or {}).get(contract.LABEL_JOB_NAME, "")
         return Caller(namespace=namespace, pod=pod_names[0], job=job)
 
 

@@ -23,7 +23,12 @@ from cogwork.api.trainjob import TrainJob
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
 from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
-from cogwork.plan.trainjob import PodObservation, expected_pod_names, observe_pod
+from cogwork.plan.trainjob import (
+    PodObservation,
+    expected_pod_names,
+    job_labels,
+    observe_pod,
+)
 from cogwork.plan.trainjob_reconcile import Actions, reconcile
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,7 @@ async def observed_pods(namespace: str, name: str, job: TrainJob) -> list[PodObs
     pods = PODS.get(namespace, name)
     if expected_pod_names(job) <= {pod.name for pod in pods}:
         return pods
-    selector = f"{contract.LABEL_JOB_NAME}={name},{contract.LABEL_KIND}=TrainJob"
+    selector = ",".join(f"{k}={v}" for k, v in job_labels(job).items())
     return [observe_pod(pod) for pod in await kube.list_pods(namespace, selector)]
 
 

@@ -35,9 +35,9 @@ from cogwork.plan.trainjob_observe import (
 __all__ = [
     "FailureAction", "PodObservation", "RenderSettings", "checkpoint_claim",
     "checkpoint_claim_name", "classify_failure", "derive_phase", "desired_node_count",
-    "expected_pod_names",
-    "job_service", "observe_pod", "rdzv_name", "render_children", "rendezvous_pod",
-    "shared_objects", "worker_name", "worker_pod", "worker_selector",
+    "expected_pod_names", "job_labels", "job_service", "observe_pod", "rdzv_name",
+    "render_children", "rendezvous_pod", "shared_objects", "worker_name", "worker_pod",
+    "worker_selector",
 ]
 
 # Used for `cogwork render` of a manifest the apiserver has not seen (no uid yet).
@@ -86,9 +86,13 @@ def checkpoint_claim_name(job: TrainJob) -> str:
     return job.spec.checkpoint.claim_name or f"{job.metadata.name}-ckpt"
 
 
+def job_labels(job: TrainJob) -> dict[str, str]:
+    """Labels on everything the job owns; as a selector, all its pods (store and workers)."""
+    return {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_KIND: "TrainJob"}
+
+
 def child_labels(job: TrainJob, role_name: str, index: int | None = None) -> dict[str, str]:
-    labels = {contract.LABEL_JOB_NAME: job.metadata.name, contract.LABEL_KIND: "TrainJob",
-              contract.LABEL_ROLE: role_name}
+    labels = {**job_labels(job), contract.LABEL_ROLE: role_name}
     if index is not None:
         labels[contract.LABEL_NODE_INDEX] = str(index)
     return labels
@@ -268,13 +272,11 @@ def job_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
             "protocol": "TCP"}
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": job_service_name(job), "namespace": job_namespace(job, settings),
-                         "labels": {contract.LABEL_JOB_NAME: job.metadata.name,
-                                    contract.LABEL_KIND: "TrainJob"}},
+                         "labels": job_labels(job)},
             "spec": {
                 "clusterIP": "None",  # headless: DNS returns the pod IPs
                 "publishNotReadyAddresses": True,  # resolvable before readiness: rendezvous
-                "selector": {contract.LABEL_JOB_NAME: job.metadata.name,
-                             contract.LABEL_KIND: "TrainJob"},
+                "selector": job_labels(job),
                 "ports": [port],
             }}
 
@@ -291,8 +293,7 @@ def checkpoint_claim(job: TrainJob, settings: RenderSettings) -> dict[str, Any] 
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": checkpoint_claim_name(job),
                          "namespace": job_namespace(job, settings),
-                         "labels": {contract.LABEL_JOB_NAME: job.metadata.name,
-                                    contract.LABEL_KIND: "TrainJob"}},
+                         "labels": job_labels(job)},
             "spec": spec}
 
 
