@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from harness.cluster import Cluster
+from harness.images import BARE_IMAGE
 from kubernetes import client, config
 
 pytestmark = [
@@ -105,6 +106,27 @@ def test_exit_codes_set_phase_and_container_status(cluster: Cluster, namespace: 
     assert failed["status"]["phase"] == "Failed"
     term = failed["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (term["exitCode"], term["reason"]) == (3, "Error")
+
+
+def test_bare_image_has_torch_and_user_code_but_nothing_of_cogwork(cluster: Cluster,
+                                                                  namespace: str) -> None:
+    """An image name picks the environment: in the bare image torch, numpy and the user's code
+    (at /workspace, the working directory) are there, cogwork/cogwork_trainer/kopf are not."""
+    probe = ("import importlib.util as u, os, torch, numpy; "
+             "print('cwd', os.getcwd(), 'script', os.path.exists('train_ddp.py')); "
+             "print('missing', [m for m in ('cogwork', 'cogwork_trainer', 'kopf') "
+             "if u.find_spec(m) is None])")
+    default_probe = ("import importlib.util as u; "
+                     "print('found', u.find_spec('cogwork_trainer') is not None)")
+    apply(cluster, namespace,
+          pod("bare", ["python", "-c", probe], container={"image": BARE_IMAGE}),
+          pod("default", ["python", "-c", default_probe]))
+    wait_phase(cluster, namespace, "bare", "Succeeded")
+    wait_phase(cluster, namespace, "default", "Succeeded")
+    bare_log = cluster.pod_log(namespace, "bare")
+    assert "cwd /workspace script True" in bare_log
+    assert "missing ['cogwork', 'cogwork_trainer', 'kopf']" in bare_log
+    assert "found True" in cluster.pod_log(namespace, "default")
 
 
 def test_restart_on_failure_counts_restarts(cluster: Cluster, namespace: str) -> None:

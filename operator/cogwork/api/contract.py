@@ -35,10 +35,15 @@ CONTROL_FILE = "annotations"
 REPORT_TOKEN_DIR = "/var/run/cogwork/report"
 REPORT_TOKEN_FILE = "token"
 SHM_DIR = "/dev/shm"
+# Where the launcher init container copies the torch-only launcher for workers on user images.
+LAUNCHER_DIR = "/cogwork/launcher"
+LAUNCHER_FILE = "launch.py"
 
 # The trainer's entry points.
 TRAIN_MODULE = "cogwork_trainer.train"
 RDZV_STORE_MODULE = "cogwork_trainer.rdzv_store"
+LAUNCH_MODULE = "cogwork_trainer.launch"
+INSTALL_LAUNCHER_MODULE = "cogwork_trainer.install_launcher"
 
 # Env the operator injects outside the COGWORK_ namespace; user env may not use these names
 # (nor any COGWORK_ name).

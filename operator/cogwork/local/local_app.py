@@ -74,7 +74,9 @@ def local_apps(job: TrainJob, *, workdir: Path, port: int, python: str,
     """The store and worker apps for `job`, with the worker count at the desired node count."""
     check_runnable(job)
     uid = job_uid or job.metadata.uid or UNSET_UID
-    settings = RenderSettings(python=python)
+    # Every image is this machine's Python, which has cogwork_trainer: the job's image counts
+    # as the trainer image, so workers start the launcher module, not the init container's copy.
+    settings = RenderSettings(python=python, image=job.spec.image)
     app = build_app(job, job_uid=uid, namespace=job.metadata.namespace or LOCAL_NAMESPACE,
                     settings=settings, endpoint=f"{LOOPBACK}:{port}", local_addr=LOOPBACK)
     store_role = role(app, RDZV_ROLE)

@@ -29,9 +29,11 @@ from cogwork.plan.settings import RenderSettings
 
 WORKER_ROLE = "worker"
 RDZV_ROLE = "rdzv"
-# `exec`-style: the container's PID 1 is python running torchrun (torchrun == this module).
-# torchrun itself, wrapped so the pod exits with the failing worker's exit code (see launch.py).
-TORCHRUN = ("-m", "cogwork_trainer.launch")
+# `exec`-style: the container's PID 1 is python running torchrun, wrapped so the pod exits with
+# the failing worker's exit code (see cogwork_trainer/launch.py). In the trainer image it is a
+# module; a user's image gets the same file from the launcher init container (torch-only).
+TORCHRUN = ("-m", contract.LAUNCH_MODULE)
+TORCHRUN_FROM_INIT = (f"{contract.LAUNCHER_DIR}/{contract.LAUNCHER_FILE}",)
 POD_IP_REF = "$(POD_IP)"  # expanded by the kubelet from the downward-API env var
 
 
@@ -50,6 +52,17 @@ def trainer_image(spec: TrainJobSpec, settings: RenderSettings) -> str:
     if settings.image and spec.image == DEFAULT_IMAGE:
         return settings.image
     return spec.image
+
+
+def store_image(settings: RenderSettings) -> str:
+    """The operator's own trainer image (a chart value): the store and the launcher init
+    container run it, never spec.image, so a user's image needs nothing of Cogwork."""
+    return settings.image or DEFAULT_IMAGE
+
+
+def runs_user_image(spec: TrainJobSpec, settings: RenderSettings) -> bool:
+    """Whether the workers run an image other than the trainer image (no cogwork_trainer)."""
+    return trainer_image(spec, settings) != store_image(settings)
 
 
 def omp_threads(spec: TrainJobSpec) -> int:
@@ -141,12 +154,16 @@ def contract_env(job: TrainJob, *, job_uid: str, namespace: str, settings: Rende
 
 
 def torchrun_args(job: TrainJob, *, job_uid: str, endpoint: str,
-                  local_addr: str | None = POD_IP_REF) -> list[str]:
-    """torchrun's arguments per the contract, followed by the program and its arguments."""
+                  local_addr: str | None = POD_IP_REF, user_image: bool = False) -> list[str]:
+    """torchrun's arguments per the contract, followed by the program and its arguments.
+
+    On a user's image (`user_image`) the launcher comes from the init container and a
+    spec.script.module runs as torchrun runs any module, since the trainer's harness is not
+    there."""
     spec = job.spec
     rdzv = spec.rendezvous
     args = [
-        *TORCHRUN,
+        *(TORCHRUN_FROM_INIT if user_image else TORCHRUN),
         f"--nnodes={spec.nodes.min}:{spec.nodes.max}",
         f"--nproc-per-node={spec.nproc_per_node}",
         "--rdzv-backend=c10d",
@@ -164,6 +181,8 @@ def torchrun_args(job: TrainJob, *, job_uid: str, endpoint: str,
     script = spec.script
     if script is not None and script.command is not None:
         args += ["--no-python", *script.command, *script.args]
+    elif script is not None and script.module is not None and user_image:
+        args += ["-m", script.module, *script.args]
     else:  # built-in task, or a user module run under the trainer's harness (COGWORK_TASK)
         args += ["-m", contract.TRAIN_MODULE]
     return args
@@ -196,7 +215,7 @@ def build_app(
     image = trainer_image(spec, settings)
     rdzv = specs.Role(
         name=RDZV_ROLE,
-        image=image,
+        image=store_image(settings),
         entrypoint=settings.python,
         args=["-m", contract.RDZV_STORE_MODULE, "--port", str(contract.RDZV_PORT)],
         env={"PYTHONUNBUFFERED": "1"},
@@ -208,7 +227,8 @@ def build_app(
         name=WORKER_ROLE,
         image=image,
         entrypoint=settings.python,
-        args=torchrun_args(job, job_uid=job_uid, endpoint=endpoint, local_addr=local_addr),
+        args=torchrun_args(job, job_uid=job_uid, endpoint=endpoint, local_addr=local_addr,
+                           user_image=runs_user_image(spec, settings)),
         env=contract_env(job, job_uid=job_uid, namespace=namespace, settings=settings,
                          resolved_data=resolved_data),
         min_replicas=spec.nodes.min,

@@ -23,6 +23,8 @@ from cogwork.plan.torchx_app import (
     build_app,
     data_claim,
     role,
+    runs_user_image,
+    store_image,
 )
 from cogwork.plan.trainjob_observe import (
     FailureAction,
@@ -44,6 +46,8 @@ __all__ = [
 UNSET_UID = "00000000-0000-0000-0000-000000000000"
 TRAINER_CONTAINER = "trainer"
 RDZV_CONTAINER = "rdzv"
+LAUNCHER_CONTAINER = "cogwork-launcher"
+LAUNCHER_VOLUME = "cogwork-launcher"
 NONROOT_UID = 65532  # distroless "nonroot"
 
 # PodSecurity "restricted": non-root, no privilege escalation, no capabilities, RuntimeDefault.
@@ -222,6 +226,21 @@ def _worker_volumes(job: TrainJob, resolved_data: DataLocation | None
     return volumes, mounts
 
 
+def launcher_init_container(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
+    """Copies the torch-only launcher from the trainer image into the launcher volume, for
+    workers on a user's image (the pattern of Tekton's entrypoint and Katib's collectors)."""
+    return {
+        "name": LAUNCHER_CONTAINER,
+        "image": store_image(settings),
+        "imagePullPolicy": job.spec.image_pull_policy,
+        "command": [settings.python, "-m", contract.INSTALL_LAUNCHER_MODULE,
+                    contract.LAUNCHER_DIR],
+        "resources": _quantities(settings.rdzv_cpu, settings.rdzv_memory),
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+        "volumeMounts": [{"name": LAUNCHER_VOLUME, "mountPath": contract.LAUNCHER_DIR}],
+    }
+
+
 def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
                resolved_data: DataLocation | None = None, app: Any = None) -> dict[str, Any]:
     """Pod `<job>-node-<index>`: torchrun for one node of the elastic group."""
@@ -241,6 +260,11 @@ def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
     template = spec.pod_template
     if template and template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
+    if runs_user_image(spec, settings):
+        pod_spec["initContainers"] = [launcher_init_container(job, settings)]
+        volumes.append({"name": LAUNCHER_VOLUME, "emptyDir": {}})
+        container["volumeMounts"].append({"name": LAUNCHER_VOLUME,
+                                          "mountPath": contract.LAUNCHER_DIR, "readOnly": True})
     annotations = {"kubectl.kubernetes.io/default-container": TRAINER_CONTAINER,
                    **control_annotations(job)}
     return _pod(job, settings, name, child_labels(job, contract.ROLE_WORKER, index),

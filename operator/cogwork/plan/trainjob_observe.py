@@ -50,8 +50,13 @@ class PodObservation:
 
 
 def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The main (first) container's termination record, current or last."""
+    """The main (first) container's termination record, current or last; a failed init
+    container's (the launcher) when the main container never ran."""
     statuses = pod_status.get("containerStatuses") or []
+    for init in pod_status.get("initContainerStatuses") or []:
+        record = (init.get("state") or {}).get("terminated") or {}
+        if record.get("exitCode"):
+            return record
     if not statuses:
         return {}
     state = statuses[0].get("state") or {}

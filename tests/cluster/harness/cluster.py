@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .controlplane import REPO_ROOT, ControlPlane
+from .images import image_args
 
 
 @dataclass
@@ -47,8 +48,9 @@ class Cluster:
                 "--workdir", str(self.workdir / "agent"),
                 "--nodes", ",".join(self.node_names),
                 "--gpus", str(self.gpus_per_node),
-                # The image is ignored: containers run with this Python environment's tools.
+                # Images not in image_args() run with this Python environment's tools.
                 "--path-prefix", str(Path(sys.executable).parent),
+                *image_args(),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,

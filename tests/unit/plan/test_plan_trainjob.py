@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cogwork.api.trainjob import TrainJob
+from cogwork.api import contract
+from cogwork.api.trainjob import DEFAULT_IMAGE, TrainJob
 from cogwork.plan.render import render_document, render_manifests
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob import (
@@ -244,3 +245,54 @@ def test_expected_pods_follow_the_active_nodes_in_status() -> None:
     running = job.model_copy(update={"status": job.status.model_copy(
         update={"active_nodes": [0, 2]})})
     assert expected_pod_names(running) == {"digits-rdzv", "digits-node-0", "digits-node-2"}
+
+
+USER_IMAGE = "registry.example.com/team/train:1"
+
+
+def test_store_runs_the_trainer_image_never_the_users() -> None:
+    job = make_job(image=USER_IMAGE, task=None, script={"command": ["python", "train.py"]})
+    assert container(rendezvous_pod(job, SETTINGS))["image"] == DEFAULT_IMAGE
+    mirrored = RenderSettings(image="mirror.local/cogwork/trainer:0.1.0")
+    assert container(rendezvous_pod(job, mirrored))["image"] == mirrored.image
+
+
+def test_user_image_gets_the_launcher_from_an_init_container() -> None:
+    job = make_job(image=USER_IMAGE, task=None,
+                   script={"command": ["python", "train.py"], "args": ["--epochs", "2"]})
+    pod = worker_pod(job, 0, SETTINGS)
+    main = container(pod)
+    (init,) = pod["spec"]["initContainers"]
+    assert main["image"] == USER_IMAGE and init["image"] == DEFAULT_IMAGE
+    assert init["command"] == ["python", "-m", contract.INSTALL_LAUNCHER_MODULE,
+                               contract.LAUNCHER_DIR]
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    launcher = f"{contract.LAUNCHER_DIR}/{contract.LAUNCHER_FILE}"
+    assert main["command"][:2] == ["python", launcher]
+    assert main["command"][-4:] == ["python", "train.py", "--epochs", "2"]
+    mount = next(m for m in main["volumeMounts"] if m["mountPath"] == contract.LAUNCHER_DIR)
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume == {"name": mount["name"], "emptyDir": {}}
+
+
+def test_user_image_runs_a_module_directly() -> None:
+    job = make_job(image=USER_IMAGE, task=None, script={"module": "team.train", "args": ["-v"]})
+    command = container(worker_pod(job, 0, SETTINGS))["command"]
+    assert command[-3:] == ["-m", "team.train", "-v"]
+    assert contract.TRAIN_MODULE not in command
+
+
+def test_trainer_image_needs_no_init_container() -> None:
+    pod = worker_pod(make_job(), 0, SETTINGS)
+    assert "initContainers" not in pod["spec"]
+    assert all(v["name"] != "cogwork-launcher" for v in pod["spec"]["volumes"])
+
+
+def test_installed_launcher_is_the_contracts_file(tmp_path: Any) -> None:
+    from cogwork_trainer import install_launcher
+
+    target = install_launcher.install(tmp_path / "launcher")
+    assert target.name == contract.LAUNCHER_FILE
+    assert target.read_text() == install_launcher.LAUNCHER.read_text()
+    assert "import cogwork" not in target.read_text()  # torch-only: runs in a user's image

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .agent import Agent
+from .images import ImageMap
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", default="8")
     parser.add_argument("--memory", default="16Gi")
     parser.add_argument("--path-prefix", default=str(Path(sys.executable).parent),
-                        help="prepended to containers' PATH (the image is ignored)")
+                        help="bin dir of the default image's environment (prepended to PATH)")
+    parser.add_argument("--image", action="append", default=[], metavar="IMAGE=DIR",
+                        help="run containers of IMAGE in the environment DIR (bin/, workspace/)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(
         kubeconfig=args.kubeconfig, workdir=args.workdir.resolve(),
         nodes=[n for n in args.nodes.split(",") if n], gpus=args.gpus, cpu=args.cpu,
-        memory=args.memory, path_prefix=args.path_prefix,
+        memory=args.memory, images=ImageMap.parse(args.image, args.path_prefix),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.request_stop())

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import runtime
 from .hosts import HostsManager
+from .images import ImageMap
 from .kube import MERGE, ApiException, Informer, Kube, now_micro, now_rfc3339
 from .network import BRIDGE_IP, Network
 from .pod import Context, PodWorker
@@ -29,7 +30,7 @@ CONDITION_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreacha
 
 class Agent:
     def __init__(self, kubeconfig: str, workdir: Path, nodes: list[str], gpus: int, cpu: str,
-                 memory: str, path_prefix: str) -> None:
+                 memory: str, images: ImageMap) -> None:
         self.kube = Kube(kubeconfig)
         self.workdir, self.nodes = workdir, nodes
         self.gpus, self.cpu, self.memory = gpus, cpu, memory
@@ -48,7 +49,7 @@ class Agent:
         self.volumes = Informer(self.kube, "/api/v1/persistentvolumes",
                                 self.provisioner.on_volume, self.stop)
         self.hosts = HostsManager(self.pods.items, self.services.items, self.stop)
-        self.ctx = Context(self.kube, self.network, self.hosts, workdir, path_prefix, BRIDGE_IP,
+        self.ctx = Context(self.kube, self.network, self.hosts, workdir, images, BRIDGE_IP,
                            self.stop, self._worker_done)
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 from . import runtime, termination
 from .envs import ConfigError, Sources, container_env, expand
 from .hosts import HostsManager, Target, pod_hostname
+from .images import ImageMap
 from .kube import ApiException, Kube, now_rfc3339, status_code
 from .network import Network, PodNet
 from .status import Conditions, CState, pod_phase
@@ -38,7 +39,7 @@ class Context:
     network: Network
     hosts: HostsManager
     workdir: Path
-    path_prefix: str
+    images: ImageMap
     host_ip: str
     stop: threading.Event
     finished: Callable[[str], None]
@@ -227,7 +228,8 @@ class PodWorker:
         argv = [expand(a, env) for a in (spec.get("command") or []) + (spec.get("args") or [])]
         # The image is ignored, so an image without a command just idles.
         argv = argv or ["sleep", "infinity"]
-        env["PATH"] = f"{self.ctx.path_prefix}:{env.get('PATH') or runtime.DEFAULT_PATH}"
+        image = self.ctx.images.lookup(spec.get("image") or "")
+        env["PATH"] = f"{image.path_prefix}:{env.get('PATH') or runtime.DEFAULT_PATH}"
         cgroup = runtime.pod_cgroup(self.uid) / c.name
         if runtime.populated(cgroup):  # leftovers of the previous run of this container
             runtime.kill_cgroup(cgroup)
@@ -235,8 +237,10 @@ class PodWorker:
         launch = runtime.LaunchSpec(
             argv=argv, env=env, netns=self.net.netns, hostname=pod_hostname(self.pod),
             cgroup=cgroup, log=self.log_dir / f"{c.name}.log",
-            script=self.pod_dir / "run" / f"{c.name}.sh", workdir=spec.get("workingDir"),
-            mounts=[*self.volumes.mounts(spec, env), termination.prepare(self.pod_dir, spec)],
+            script=self.pod_dir / "run" / f"{c.name}.sh",
+            workdir=image.workdir(spec.get("workingDir")),
+            mounts=[*image.mounts(), *self.volumes.mounts(spec, env),
+                    termination.prepare(self.pod_dir, spec)],
         )
         try:
             proc = runtime.launch(launch)
