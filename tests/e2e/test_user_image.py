@@ -29,16 +29,21 @@ def plain_script_job(name: str, **overrides: Any) -> dict[str, Any]:
 
 def test_plain_ddp_script_on_bare_image_succeeds(jobs: Jobs) -> None:
     jobs.apply(plain_script_job("plain"))
+
+    def store_and_worker() -> dict[str, Any] | None:
+        pods = {p["metadata"]["name"]: p for p in jobs.pods("cogwork.dev/job-name=plain")}
+        return pods if {"plain-rdzv", "plain-node-0"} <= set(pods) else None
+
+    # Looked at while the job runs: a finished job's pods are deleted.
+    pods = jobs.wait_for("store and worker pods", store_and_worker, timeout=120)
     status = jobs.wait_phase("plain", "Succeeded", "Failed", timeout=300)
     assert status["phase"] == "Succeeded", status.get("conditions")
-    pods = {p["metadata"]["name"]: p for p in jobs.pods("cogwork.dev/job-name=plain")}
     worker = pods["plain-node-0"]
     assert worker["spec"]["containers"][0]["image"] == BARE_IMAGE
     (init,) = worker["spec"]["initContainers"]
     assert init["image"] != BARE_IMAGE  # the launcher comes from the trainer image
     assert "cogwork_trainer.install_launcher" in init["command"]
-    if "plain-rdzv" in pods:  # the store may already be gone: it never runs the user's image
-        assert pods["plain-rdzv"]["spec"]["containers"][0]["image"] != BARE_IMAGE
+    assert pods["plain-rdzv"]["spec"]["containers"][0]["image"] != BARE_IMAGE
     logs = "".join(jobs.cluster.pod_log(jobs.namespace, f"plain-node-{i}", "trainer")
                    for i in range(2))
     assert "epoch=2 loss=" in logs and "val_accuracy=" in logs
