@@ -1,19 +1,26 @@
 """The node agent (harness/nodeagent) runs real pods for the real control plane: exit codes,
 pod-to-pod TCP by headless-service names across network namespaces, no orphan processes after
 deletion, TokenRequest-minted tokens that TokenReview accepts, live downwardAPI files, shared
-PVC directories, and watch recovery after an apiserver restart."""
+PVC directories, `kubectl logs` through the apiserver, and watch recovery after an apiserver
+restart."""
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
+import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import pki
 from harness.cluster import Cluster
 from harness.images import BARE_IMAGE
 from kubernetes import client, config
@@ -339,6 +346,107 @@ def test_env_config_and_volumes(cluster: Cluster, namespace: str) -> None:
     assert "CFG=fast SEC=s3cret PWD=/cfg HOST=envs" in log
 
 
+def kubelet_get(cluster: Cluster, node: str, path: str,
+                cert: pki.CertPair | None) -> tuple[int, str]:
+    """GET on the node agent's kubelet endpoint, as the apiserver does (or with another cert)."""
+    status = cluster.kubectl_json("get", "node", node)["status"]
+    address = next(a["address"] for a in status["addresses"]  # type: ignore[index]
+                   if a["type"] == "InternalIP")
+    port = status["daemonEndpoints"]["kubeletEndpoint"]["Port"]  # type: ignore[index]
+    tls = ssl.create_default_context(cafile=str(cluster.control_plane.ca_file))
+    if cert is not None:
+        tls.load_cert_chain(str(cert.cert), str(cert.key))
+    try:
+        with urllib.request.urlopen(f"https://{address}:{port}{path}", context=tls,
+                                    timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_kubectl_logs(cluster: Cluster, namespace: str) -> None:
+    """kubectl logs, through the apiserver's pods/log proxy to the agent's containerLogs over
+    mutual TLS: current output, --tail, --limit-bytes, -f until the container exits, -c for
+    an init container, --previous after a restart, and clear errors."""
+    speaker = ("for i in $(seq 1 5); do echo line-$i; done; echo to-stderr >&2; "
+               "sleep 1; echo after-follow; sleep 1")
+    restarter = ("test -f /scratch/ran && { echo second-run; sleep 3600; }; "
+                 "touch /scratch/ran; echo first-run; exit 1")
+    apply(cluster, namespace,
+          pod("speaker", ["sh", "-c", f"echo hello-from-speaker; {speaker}; sleep 3600"],
+              initContainers=[{"name": "prepare", "image": "cogwork/none",
+                               "command": ["sh", "-c", "echo init-done"]}]),
+          pod("restarter", ["sh", "-c", restarter], restart="Always",
+              container={"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+              volumes=[{"name": "scratch", "emptyDir": {}}]))
+    wait_phase(cluster, namespace, "speaker", "Running")
+
+    def logs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl("logs", "-n", namespace, *args, check=check)
+
+    full = wait_for("all five lines", lambda: "line-5" in (out := logs("speaker").stdout)
+                    and out)
+    assert full.splitlines()[:6] == ["hello-from-speaker", *[f"line-{i}" for i in range(1, 6)]]
+    assert "to-stderr" in full  # stdout and stderr, interleaved as written
+    wait_for("the last line", lambda: "after-follow" in logs("speaker").stdout, timeout=10)
+    assert logs("speaker", "--tail=2").stdout == "to-stderr\nafter-follow\n"
+    assert logs("speaker", "--tail=0").stdout == ""
+    assert logs("speaker", "--limit-bytes=5").stdout == "hello"
+    assert logs("speaker", "-c", "prepare").stdout == "init-done\n"
+
+    unknown = logs("speaker", "-c", "nope", check=False)
+    assert unknown.returncode != 0
+    assert 'container nope is not valid for pod speaker' in unknown.stderr, unknown.stderr
+    missing = logs("no-such-pod", check=False)
+    assert missing.returncode != 0 and 'pods "no-such-pod" not found' in missing.stderr
+
+    # --previous: the run before the restart; the current run is the second one.
+    wait_for("the second run", lambda: "second-run" in logs("restarter", check=False).stdout)
+    assert logs("restarter").stdout == "second-run\n"
+    assert logs("restarter", "--previous").stdout == "first-run\n"
+    no_previous = logs("speaker", "--previous", check=False)
+    assert no_previous.returncode != 0
+    assert 'previous terminated container "main" in pod "speaker" not found' in \
+        no_previous.stderr, no_previous.stderr
+
+    # -f streams what the container writes and ends when it exits.
+    apply(cluster, namespace, pod("ticker", ["sh", "-c", "echo tick-0; sleep 2; echo tick-1; "
+                                                         "sleep 1; echo tick-2"]))
+    wait_phase(cluster, namespace, "ticker", "Running", "Succeeded")
+    got: list[str] = []
+    follower = subprocess.Popen(
+        [str(cluster.control_plane.binary), "kubectl",
+         f"--kubeconfig={cluster.control_plane.kubeconfig('admin')}",
+         "logs", "-f", "-n", namespace, "ticker"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: got.extend(follower.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_for("tick-0 while the pod runs", lambda: "tick-0\n" in got, timeout=15)
+        assert "tick-2\n" not in got  # streamed, not read after the fact
+        assert follower.wait(timeout=30) == 0, follower.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    reader.join(5)
+    assert got == ["tick-0\n", "tick-1\n", "tick-2\n"]
+
+    # The agent's endpoint itself: only the apiserver's client certificate gets in.
+    node = (get_pod(cluster, namespace, "speaker") or {})["spec"]["nodeName"]
+    path = f"/containerLogs/{namespace}/speaker/main?tailLines=1"
+    kubelet_client = cluster.control_plane.kubelet_client
+    assert kubelet_get(cluster, node, path, kubelet_client) == (200, "after-follow\n")
+    assert kubelet_get(cluster, node, f"/containerLogs/{namespace}/speaker/nope",
+                       kubelet_client)[0] == 404
+    assert kubelet_get(cluster, node, f"/containerLogs/{namespace}/ghost/main",
+                       kubelet_client)[0] == 404
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionResetError)):
+        kubelet_get(cluster, node, path, None)  # no client certificate: handshake refused
+    other = pki.make_client_cert(cluster.workdir, cluster.control_plane.ca, "someone-else")
+    status, body = kubelet_get(cluster, node, path, other)
+    assert status == 403 and "user=someone-else" in body
+
+
 def test_agent_survives_apiserver_restart(cluster: Cluster, namespace: str) -> None:
     apply(cluster, namespace, pod("before", ["sleep", "3600"]))
     wait_phase(cluster, namespace, "before", "Running")
@@ -354,6 +462,41 @@ def test_agent_survives_apiserver_restart(cluster: Cluster, namespace: str) -> N
 
 
 # -- pure pieces (no cluster) -----------------------------------------------------------------
+def test_log_tail_and_limits(tmp_path: Path) -> None:
+    from harness.nodeagent.logs import LogError, LogRequest, LogRun, stream, tail_offset
+
+    log = tmp_path / "c.log"
+    first = b"old-1\nold-2\n"
+    log.write_bytes(first + b"a\nbb\nccc\npartial")
+
+    def read(start: int, end: int | None, query: str) -> bytes:
+        out: list[bytes] = []
+        stream(LogRun(log, start, end, lambda: False), LogRequest.parse(query), out.append,
+               threading.Event())
+        return b"".join(out)
+
+    run = len(first)
+    assert read(run, None, "") == b"a\nbb\nccc\npartial"
+    assert read(run, None, "tailLines=2") == b"ccc\npartial"
+    assert read(run, None, "tailLines=10") == b"a\nbb\nccc\npartial"  # not into the old run
+    assert read(run, None, "tailLines=0") == b""
+    assert read(run, None, "tailLines=3&limitBytes=4") == b"bb\nc"
+    assert read(0, run, "tailLines=1") == b"old-2\n"  # previous run, final newline
+    assert read(run, None, "follow=true&limitBytes=3") == b"a\nb"  # dead run: ends at EOF
+    with open(log, "rb") as f:  # lines across block boundaries
+        big = tmp_path / "big.log"
+        big.write_bytes(b"".join(b"%06d\n" % i for i in range(40000)))
+        with open(big, "rb") as g:
+            end = big.stat().st_size
+            assert tail_offset(g, 0, end, 20000) == 20000 * 7
+            assert tail_offset(g, 0, end, 40001) == 0
+        assert tail_offset(f, run, log.stat().st_size, 1) == run + len(b"a\nbb\nccc\n")
+    for bad in ("tailLines=-1", "limitBytes=0", "follow=maybe", "tailLines=x"):
+        with pytest.raises(LogError) as err:
+            LogRequest.parse(bad)
+        assert err.value.status == 400
+
+
 def test_downward_format_matches_kubelet() -> None:
     from harness.nodeagent.envs import format_map, go_quote
 

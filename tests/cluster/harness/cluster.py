@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import pki
 from .controlplane import REPO_ROOT, ControlPlane
 from .images import image_args
+from .nodeagent.network import BRIDGE_IP
 
 
 @dataclass
@@ -37,6 +39,10 @@ class Cluster:
 
     def start_agent(self) -> None:
         log = (self.control_plane.log_dir / "nodeagent.log").open("ab")
+        cp = self.control_plane
+        # The agent's kubelet endpoint (kubectl logs): the apiserver dials the Node's InternalIP.
+        serving = pki.make_serving_cert(cp.pki_dir, cp.ca, "nodeagent",
+                                        ["localhost", *self.node_names], [BRIDGE_IP, "127.0.0.1"])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
@@ -50,6 +56,10 @@ class Cluster:
                 "--gpus", str(self.gpus_per_node),
                 # Images not in image_args() run with this Python environment's tools.
                 "--path-prefix", str(Path(sys.executable).parent),
+                "--tls-cert-file", str(serving.cert),
+                "--tls-private-key-file", str(serving.key),
+                "--client-ca-file", str(cp.ca_file),
+                "--authorized-client", pki.KUBELET_CLIENT_CN,
                 *image_args(),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -102,7 +112,8 @@ class Cluster:
         raise TimeoutError(f"default ServiceAccount never appeared in {name}")
 
     def pod_log(self, namespace: str, pod: str, container: str | None = None) -> str:
-        """Container output as the node agent wrote it (kubectl logs is not served)."""
+        """Every run's output as the node agent wrote it, straight from its files (also after
+        the pod is gone; `kubectl logs` shows the current run of a pod that still exists)."""
         root = self.workdir / "agent" / "logs"
         pattern = f"{namespace}_{pod}_*/{container or '*'}.log"
         return "\n".join(p.read_text(errors="replace") for p in sorted(root.glob(pattern)))

@@ -65,6 +65,16 @@ class ControlPlane:
         return self.pki_dir / "cogwork-test-ca.crt"
 
     @property
+    def ca(self) -> pki.CertPair:
+        return pki.CertPair(self.ca_file, self.pki_dir / "cogwork-test-ca.key")
+
+    @property
+    def kubelet_client(self) -> pki.CertPair:
+        """The client certificate the apiserver presents to the node agent (pods/log)."""
+        return pki.CertPair(self.pki_dir / f"{pki.KUBELET_CLIENT_CN}.crt",
+                            self.pki_dir / f"{pki.KUBELET_CLIENT_CN}.key")
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
@@ -88,6 +98,7 @@ class ControlPlane:
             ["127.0.0.1", "10.96.0.1"],
         )
         sa = pki.make_service_account_keys(self.pki_dir)
+        kubelet_client = pki.make_client_cert(self.pki_dir, ca, pki.KUBELET_CLIENT_CN)
         self._make_users()
         token_file = self.pki_dir / "tokens.csv"
         token_file.write_text(
@@ -119,6 +130,13 @@ class ControlPlane:
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={sa.cert}",
             f"--service-account-signing-key-file={sa.key}",
+            # pods/log (kubectl logs) is proxied to the node agent's kubelet endpoint over
+            # mutual TLS: our client cert, its serving cert checked against the harness CA, at
+            # the Node's InternalIP (its Hostname need not resolve).
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--authorization-mode=RBAC",
             "--endpoint-reconciler-type=none",

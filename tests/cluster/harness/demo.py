@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .__main__ import write_kubectl_shim
 from .cluster import Cluster
 from .controlplane import REPO_ROOT
 from .operator import HELM, Operator, install_chart, install_crds, install_rbac
@@ -76,6 +77,11 @@ def main() -> int:
         applied = cluster.kubectl("apply", "-n", "default", "-f", args.file).stdout
         print(applied.strip(), flush=True)
         name = applied.split()[0].split("/")[-1]
+        kubectl = write_kubectl_shim(REPO_ROOT / ".build" / "bin")
+        kubeconfig = cluster.control_plane.kubeconfig("admin")
+        # The node agent serves containerLogs, so kubectl logs works as on a real cluster.
+        print(f"a worker's output, from another terminal while it runs:\n"
+              f"  {kubectl} --kubeconfig {kubeconfig} logs -f {name}-node-0", flush=True)
         job = follow(cluster, "default", name, args.timeout)
         status = job["status"]
         print(json.dumps({k: status.get(k) for k in ("phase", "restarts", "evaluation")},
@@ -86,8 +92,13 @@ def main() -> int:
         cluster.kubectl("wait", f"trainjob/{name}", "-n", "default",
                         "--for=condition=Succeeded", "--timeout=10s")
         print(f"kubectl wait --for=condition=Succeeded: ok ({time.monotonic() - t0:.0f}s total)")
+        tail = cluster.kubectl("logs", f"{name}-node-0", "-n", "default", "--tail=3",
+                               check=False)
+        if tail.returncode == 0:
+            print(f"kubectl logs {name}-node-0 --tail=3:\n{tail.stdout.rstrip()}")
         if args.keep:
-            print(f"export KUBECONFIG={cluster.control_plane.kubeconfig('admin')}")
+            print(f"export KUBECONFIG={kubeconfig} PATH={kubectl.parent}:$PATH")
+            print(f"kubectl logs {name}-node-0   # a worker's output")
             input("cluster running; press Enter to stop ")
         return 0
     finally:

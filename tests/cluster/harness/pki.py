@@ -1,4 +1,5 @@
-"""Certificates and keys for the local control plane (CA, apiserver serving cert, SA keys)."""
+"""Certificates and keys for the local control plane (CA, apiserver serving cert, SA keys, the
+apiserver's client cert for the node agent's kubelet endpoint and that endpoint's serving cert)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# The CN kube-apiserver presents to kubelets (kubeadm's name); the node agent lets only it in.
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,32 @@ def make_serving_cert(
         .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    pair = CertPair(directory / f"{cn}.crt", directory / f"{cn}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pair.key, key)
+    return pair
+
+
+def make_client_cert(directory: Path, ca: CertPair, cn: str,
+                     organizations: tuple[str, ...] = ()) -> CertPair:
+    """A TLS client certificate signed by `ca` (CN: user name, O: groups)."""
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+                        + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
     pair = CertPair(directory / f"{cn}.crt", directory / f"{cn}.key")

@@ -8,6 +8,7 @@ import platform
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from . import runtime
 from .hosts import HostsManager
 from .images import ImageMap
 from .kube import MERGE, ApiException, Informer, Kube, now_micro, now_rfc3339
+from .logs import LogError, LogRun, LogServer
 from .network import BRIDGE_IP, Network
 from .pod import Context, PodWorker
 from .provisioner import Provisioner
@@ -28,10 +30,24 @@ LEASE_S = 40
 CONDITION_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
+@dataclass(frozen=True)
+class ServingConfig:
+    """The kubelet endpoint (containerLogs): serving cert, the CA client certs must chain to,
+    the client CNs allowed in (the apiserver's kubelet client), and the port (0: any)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+    authorized: frozenset[str]
+    port: int = 0
+
+
 class Agent:
     def __init__(self, kubeconfig: str, workdir: Path, nodes: list[str], gpus: int, cpu: str,
-                 memory: str, images: ImageMap) -> None:
+                 memory: str, images: ImageMap, serving: ServingConfig | None = None) -> None:
         self.kube = Kube(kubeconfig)
+        self.serving = serving
+        self.log_server: LogServer | None = None
         self.workdir, self.nodes = workdir, nodes
         self.gpus, self.cpu, self.memory = gpus, cpu, memory
         self.stop = threading.Event()
@@ -58,6 +74,12 @@ class Agent:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.network.ensure_bridge()
         self.network.reclaim_stale()
+        if self.serving is not None:  # before the first heartbeat, which publishes its port
+            s = self.serving
+            self.log_server = LogServer(BRIDGE_IP, s.port, s.cert, s.key, s.client_ca,
+                                        set(s.authorized), self._log_run, self.stop)
+            self.log_server.start()
+            log.info("containerLogs served on https://%s:%d", BRIDGE_IP, self.log_server.port)
         self._heartbeat_all()
         self.hosts.start()
         # Services first so the first hosts files already name them.
@@ -90,6 +112,8 @@ class Agent:
             w.thread.join(timeout=10)
         self.network.reclaim_stale()  # anything a stuck worker left behind (our pid is dying)
         self.network.remove_bridge_if_unused()
+        if self.log_server is not None:
+            self.log_server.close()
         log.info("stopped")
 
     # -- pods ---------------------------------------------------------------------------
@@ -118,6 +142,15 @@ class Agent:
             worker.vanish()
         else:
             worker.update(pod)
+
+    def _log_run(self, namespace: str, name: str, container: str, previous: bool) -> LogRun:
+        with self.lock:
+            workers = [w for w in self.workers.values() if (w.ns, w.name) == (namespace, name)]
+        if not workers:
+            raise LogError(404, f'pod "{name}" in namespace "{namespace}" not found on this node')
+        # A same-named pod may still be terminating: prefer the one not being deleted.
+        worker = min(workers, key=lambda w: w.delete_grace is not None)
+        return worker.log_run(container, previous)
 
     def _on_service(self, kind: str, svc: Obj) -> None:
         self.hosts.mark(svc["metadata"]["namespace"])
@@ -196,7 +229,9 @@ class Agent:
             "capacity": capacity, "allocatable": dict(capacity), "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": BRIDGE_IP},
                           {"type": "Hostname", "address": platform.node() or "localhost"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            # Where the apiserver proxies pods/log (and would proxy exec, attach...) to.
+            "daemonEndpoints": {"kubeletEndpoint": {
+                "Port": self.log_server.port if self.log_server else 0}},
             "nodeInfo": {
                 "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": "",
                 "operatingSystem": "linux", "architecture": "amd64",

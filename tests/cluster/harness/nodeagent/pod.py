@@ -20,6 +20,7 @@ from .envs import ConfigError, Sources, container_env, expand
 from .hosts import HostsManager, Target, pod_hostname
 from .images import ImageMap
 from .kube import ApiException, Kube, now_rfc3339, status_code
+from .logs import LogError, LogRun
 from .network import Network, PodNet
 from .status import Conditions, CState, pod_phase
 from .volumes import NotReady, VolumeManager
@@ -59,6 +60,8 @@ class PodWorker:
         self.mains = [CState(c["name"], c.get("image", "")) for c in spec["containers"]]
         self.pod_dir = ctx.workdir / "pods" / self.uid
         self.log_dir = ctx.workdir / "logs" / f"{self.ns}_{self.name}_{self.uid}"
+        # Per container, the offset in its log file where each run's output begins.
+        self.log_runs: dict[str, list[int]] = {}
         self.conditions = Conditions()
         if not any(c.get("type") == "PodScheduled"
                    for c in (pod.get("status") or {}).get("conditions") or []):
@@ -110,6 +113,33 @@ class PodWorker:
         """The object is gone (force delete): kill now, no API calls for it any more."""
         self.gone, self.delete_grace = True, 0
         self.wake.set()
+
+    def log_run(self, container: str, previous: bool) -> LogRun:
+        """What `kubectl logs` shows of a container (called from the log server's threads):
+        its current (or last) run, or with `previous` the one before; errors as a kubelet's."""
+        c = next((c for c in self.inits + self.mains if c.name == container), None)
+        if c is None:
+            raise LogError(404, f'container "{container}" not found in pod "{self.name}" '
+                                f'(namespace "{self.ns}")')
+        path = self.log_dir / f"{container}.log"
+        runs = list(self.log_runs.get(container, ()))
+        if not runs and self.terminal and path.exists():  # ran under an earlier agent
+            return LogRun(path, 0, None, lambda: False)
+        if previous:
+            if len(runs) < 2:
+                raise LogError(400, f'previous terminated container "{container}" in pod '
+                                    f'"{self.name}" not found')
+            return LogRun(path, runs[-2], runs[-1], lambda: False)
+        if not runs:
+            raise LogError(400, f'container "{container}" in pod "{self.name}" is waiting to '
+                                f'start: {c.reason or "ContainerCreating"}')
+        count = len(runs)
+
+        def live() -> bool:
+            return (c.state == "running" and len(self.log_runs[container]) == count
+                    and not self.ctx.stop.is_set())
+
+        return LogRun(path, runs[-1], None, live)
 
     # -- main loop ----------------------------------------------------------------------
     def run(self) -> None:
@@ -243,6 +273,10 @@ class PodWorker:
                     termination.prepare(self.pod_dir, spec)],
         )
         try:
+            offset = launch.log.stat().st_size
+        except FileNotFoundError:
+            offset = 0
+        try:
             proc = runtime.launch(launch)
         except OSError as err:  # reported like a runtime's StartError; restart policy applies
             c.runs += 1
@@ -250,6 +284,7 @@ class PodWorker:
             c.set_terminated(128, None, "StartError")
             return
         c.set_running(proc, self.uid)
+        self.log_runs.setdefault(c.name, []).append(offset)
         log.info("pod %s: container %s started (pid %d)", self.key, c.name, proc.pid)
 
     def _reap(self, c: CState) -> None:
