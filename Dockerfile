@@ -29,6 +29,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY trainer-image/cogwork_trainer ./trainer-image/cogwork_trainer
+COPY sdk/cogwork_sdk ./sdk/cogwork_sdk
 # --no-deps: everything the operator imports is pinned above; torch stays out of this image.
 RUN pip install --no-deps . \
  && python -c "import cogwork.controllers.operator, cogwork.cli"

@@ -76,7 +76,7 @@ def rank1_targets(runner_pid: int, whole_node: bool) -> list[int]:
                 and has_env(p, "RANK=1")]
     if not whole_node:
         return [rank1]
-    (agent,) = [p for p in procs if "cogwork_trainer.launch" in cmdline(p)
+    (agent,) = [p for p in procs if "cogwork_sdk.launch" in cmdline(p)
                 and rank1 in descendants(p)]
     return [agent, *descendants(agent)]
 

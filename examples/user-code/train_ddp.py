@@ -5,15 +5,19 @@
 Data: an .npz with arrays x (float, N x D) and y (int labels) given by --data, or a synthetic
 two-class problem when none is given. It checkpoints rank 0's model and optimizer every epoch into
 --checkpoint-dir and resumes from the last one there, and prints one line per epoch in the
-`name=value` format Katib's StdOut collector (and Cogwork) read:
+`name=value` format Katib's StdOut collector (and Cogwork) read, `epoch` counting completed
+epochs:
 
     epoch=3 loss=0.2100 val_accuracy=0.9300
+
+The learning rate may come from the environment (LR), as a TuneJob's env parameter sets it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -38,7 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=float(os.environ.get("LR", "0.1")))
+    parser.add_argument("--step-delay", type=float, default=0.0,
+                        help="seconds to sleep after each step (to watch a short run)")
     parser.add_argument("--data", default=os.environ.get("DATA_FILE"))
     parser.add_argument("--checkpoint-dir", default=os.environ.get("CHECKPOINT_DIR", "/tmp/ckpt"))
     args = parser.parse_args()
@@ -62,10 +68,11 @@ def main() -> None:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
         if rank == 0:
-            print(f"resumed from epoch {state['epoch']}", flush=True)
+            print(f"resumed after epoch {start_epoch}", flush=True)
 
     per_rank = max(1, args.batch_size // world)
     for epoch in range(start_epoch, args.epochs):
+        started = time.monotonic()
         order = torch.randperm(split, generator=torch.Generator().manual_seed(epoch))
         mine = order[rank::world]
         model.train()
@@ -76,6 +83,8 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if args.step_delay:
+                time.sleep(args.step_delay)
             total += torch.stack([loss.detach() * len(idx), torch.tensor(len(idx.tolist()),
                                                                           device=device)])
         dist.all_reduce(total)
@@ -89,8 +98,9 @@ def main() -> None:
             torch.save({"model": model.module.state_dict(),
                         "optimizer": optimizer.state_dict(), "epoch": epoch}, tmp)
             tmp.replace(ckpt)
-            print(f"epoch={epoch} loss={(total[0] / total[1]).item():.4f} "
-                  f"val_accuracy={accuracy:.4f}", flush=True)
+            print(f"epoch={epoch + 1} loss={(total[0] / total[1]).item():.4f} "
+                  f"val_accuracy={accuracy:.4f} epoch_seconds={time.monotonic() - started:.4f}",
+                  flush=True)
         dist.barrier()
     dist.destroy_process_group()
 

@@ -116,6 +116,46 @@ def test_non_retryable_exit_code_fails_job(jobs: Jobs) -> None:
         if p["status"].get("phase") in ("Pending", "Running")], timeout=60)
 
 
+POD_FIELDS_CHECK = """
+import os, pathlib
+assert os.environ["API_KEY"] == "s3cret", "valueFrom secretKeyRef"
+assert os.environ["TEAM_MODE"] == "fast", "envFrom configMapRef with prefix"
+assert pathlib.Path("/etc/team/MODE").read_text() == "fast", "configMap volume"
+assert pathlib.Path("/creds/key").read_text() == "s3cret", "secret volume at an item path"
+pathlib.Path("/scratch/x").write_text("ok")  # emptyDir
+assert os.environ["HOME"] == "/cogwork/home", "HOME of a read-only root filesystem"
+pathlib.Path(os.environ["HOME"], "cache").write_text("ok")
+pathlib.Path("/tmp/x").write_text("ok")
+print("pod fields ok")
+"""
+
+
+def test_pod_fields_reach_the_trainer(jobs: Jobs) -> None:
+    jobs.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                "stringData": {"key": "s3cret"}})
+    jobs.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "team"},
+                "data": {"MODE": "fast"}})
+    job = _script_job("podfields", 0, env=[
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "key"}}}],
+        envFrom=[{"configMapRef": {"name": "team"}, "prefix": "TEAM_"}],
+        podTemplate={
+            "volumes": [{"name": "team", "configMap": {"name": "team"}},
+                        {"name": "creds", "secret": {"secretName": "creds",
+                                                     "items": [{"key": "key", "path": "key"}]}},
+                        {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}}],
+            "volumeMounts": [{"name": "team", "mountPath": "/etc/team", "readOnly": True},
+                             {"name": "creds", "mountPath": "/creds", "readOnly": True},
+                             {"name": "scratch", "mountPath": "/scratch"}],
+            "shmSize": "256Mi", "securityContext": {"runAsUser": 1000}})
+    job["spec"]["script"] = {"command": ["python", "-c", POD_FIELDS_CHECK]}
+    jobs.apply(job)
+    status = jobs.wait_phase("podfields", "Succeeded", "Failed", timeout=240)
+    assert status["phase"] == "Succeeded", status.get("conditions")
+    (pod,) = workers(jobs, "podfields")
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_backoff_limit_exhausted_fails_job(jobs: Jobs) -> None:
     policy = {"backoffLimit": 1,
               "rules": [{"action": "RestartNode",

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .sender import BackgroundSender
+from cogwork_sdk.sender import BackgroundSender
 
 log = logging.getLogger(__name__)
 

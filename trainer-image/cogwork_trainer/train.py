@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import runpy
 import sys
@@ -23,18 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from cogwork_sdk.control import Control
+from cogwork_sdk.progress import ProgressClock
+from cogwork_sdk.report import Reporter
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from . import distributed as cdist
 from .config import Config, ConfigError, ScriptConfig, TaskConfig, from_env
-from .control import Control
 from .data import Dataset, batch_indices, epoch_permutation, load_dataset, steps_per_epoch
 from .evaluate import evaluate
 from .katib_push import KatibPusher
 from .models import build_model, save_model
-from .report import Reporter
 
 log = logging.getLogger("cogwork_trainer")
 
@@ -145,8 +145,7 @@ class Trainer:
         self.last_saved_step = -1
         self.last_loss: float | None = None
         self.last_val_accuracy: float | None = None
-        self.run_start = time.monotonic()
-        self.steps_this_run = 0
+        self.clock = ProgressClock()
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -179,18 +178,11 @@ class Trainer:
 
     def _progress_fields(self) -> dict[str, Any]:
         st = self.state
-        elapsed = time.monotonic() - self.run_start
-        rate = self.steps_this_run / elapsed if elapsed > 0 and self.steps_this_run else None
-        remaining = self.total_steps - st.step
         return {
-            "progressPercentage": math.floor(100 * st.step / self.total_steps),
-            "estimatedRemainingSeconds": round(remaining / rate) if rate else None,
-            "step": st.step,
-            "totalSteps": self.total_steps,
+            **self.clock.fields(st.step, self.total_steps, self.global_batch),
             # Completed epochs: val_accuracy in `metrics` is always that of the model after
             # `epoch` epochs, so a tuner can read the learning curve off these reports.
             "epoch": st.epoch,
-            "samplesPerSecond": round(rate * self.global_batch, 1) if rate else None,
             "metrics": _metrics(self.last_loss, self.last_val_accuracy, self.parameters),
             # Every report names the newest complete checkpoint, so status always shows how
             # much work a lost pod would cost.
@@ -255,7 +247,6 @@ class Trainer:
         scale = self.world / g
         loss_sum, loss_count = 0.0, 0
         order_epoch, order = -1, np.zeros(0, dtype=np.int64)
-        self.run_start = time.monotonic()
 
         while st.epoch < self.task.epochs:
             if self.handle_control():
@@ -278,7 +269,6 @@ class Trainer:
             loss_count += len(idx)
             st.step += 1
             st.samples_consumed += g
-            self.steps_this_run += 1
             if st.samples_consumed + g > self.n_train:
                 self.end_epoch(loss_sum, loss_count)
                 loss_sum, loss_count = 0.0, 0

@@ -35,15 +35,19 @@ CONTROL_FILE = "annotations"
 REPORT_TOKEN_DIR = "/var/run/cogwork/report"
 REPORT_TOKEN_FILE = "token"
 SHM_DIR = "/dev/shm"
-# Where the launcher init container copies the torch-only launcher for workers on user images.
+# Where the launcher init container copies the SDK and its torch-only launcher (a bootstrap
+# LAUNCHER_FILE) for workers on user images.
 LAUNCHER_DIR = "/cogwork/launcher"
 LAUNCHER_FILE = "launch.py"
 
 # The trainer's entry points.
 TRAIN_MODULE = "cogwork_trainer.train"
 RDZV_STORE_MODULE = "cogwork_trainer.rdzv_store"
-LAUNCH_MODULE = "cogwork_trainer.launch"
-INSTALL_LAUNCHER_MODULE = "cogwork_trainer.install_launcher"
+# The SDK (its own distribution, sdk/; in the trainer image, and copied into user images' pods).
+LAUNCH_MODULE = "cogwork_sdk.launch"
+INSTALL_SDK_MODULE = "cogwork_sdk.install"
+# Worker env of script jobs: JSON list of regexes for zero-code stdout metrics (name, value).
+METRICS_FORMAT_ENV = "COGWORK_METRICS_FORMAT"
 
 # Env the operator injects outside the COGWORK_ namespace; user env may not use these names
 # (nor any COGWORK_ name).
@@ -60,3 +64,26 @@ RESERVED_ENV_PREFIX = "COGWORK_"
 
 def is_reserved_env_name(name: str) -> bool:
     return name.startswith(RESERVED_ENV_PREFIX) or name in INJECTED_ENV_NAMES
+
+
+# Writable directories of a container whose root filesystem is read-only (the operator's own
+# image always; a user's image with spec.podTemplate.readOnlyRootFilesystem): two emptyDirs,
+# with HOME pointing at the second.
+TMP_DIR = "/tmp"
+HOME_DIR = "/cogwork/home"
+
+# What spec.podTemplate volumes and mounts may not take: the operator's volume names (and any
+# name starting with cogwork-), and its mount points with every path above or below them.
+OPERATOR_VOLUME_NAMES = ("dshm", "checkpoints", "control", "report-token", "data")
+RESERVED_VOLUME_PREFIX = "cogwork-"
+OPERATOR_MOUNT_ROOTS = (SHM_DIR, "/cogwork", "/etc/cogwork", "/var/run/cogwork", TMP_DIR)
+
+
+def is_operator_volume_name(name: str) -> bool:
+    return name in OPERATOR_VOLUME_NAMES or name.startswith(RESERVED_VOLUME_PREFIX)
+
+
+def overlaps_operator_mount(path: str) -> bool:
+    """Whether a mount at `path` would hide, or be hidden by, one of the operator's mounts."""
+    return any(path == root or path.startswith(f"{root}/") or root.startswith(f"{path}/")
+               for root in OPERATOR_MOUNT_ROOTS)

@@ -27,6 +27,7 @@ from cogwork.api.common import (
 from cogwork.api.trainjob_spec import (
     CheckpointSpec,
     DataSpec,
+    EnvFromSource,
     EnvVar,
     ExitCodeMatch,
     FailureAction,
@@ -67,9 +68,13 @@ def _defaults_of(model: type[SpecModel]) -> dict[str, Any]:
 
 def _spec_validations() -> dict[str, Any]:
     immutable = ["image", "imagePullPolicy", "task", "script", "data", "nodes.min", "nodes.max",
-                 "nprocPerNode", "resources", "env", "podTemplate.serviceAccountName",
-                 "podTemplate.priorityClassName", "checkpoint", "failurePolicy", "rendezvous",
-                 "activeDeadlineSeconds", "preRunningDeadlineSeconds"]
+                 "nprocPerNode", "resources", "env", "envFrom", "podTemplate.serviceAccountName",
+                 "podTemplate.priorityClassName", "podTemplate.schedulerName",
+                 "podTemplate.imagePullSecrets", "podTemplate.affinity",
+                 "podTemplate.topologySpreadConstraints", "podTemplate.volumes",
+                 "podTemplate.volumeMounts", "podTemplate.shmSize", "podTemplate.securityContext",
+                 "podTemplate.readOnlyRootFilesystem", "checkpoint", "failurePolicy",
+                 "rendezvous", "activeDeadlineSeconds", "preRunningDeadlineSeconds"]
     while_suspended = ["podTemplate.nodeSelector", "podTemplate.tolerations",
                        "podTemplate.labels", "podTemplate.annotations"]
     suspended = "(has(self.suspend) && self.suspend) || (has(oldSelf.suspend) && oldSelf.suspend)"
@@ -118,6 +123,11 @@ class TrainJobSpec(SpecModel):
         default_factory=list, max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         description="Extra environment variables for the training processes.")
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list, max_length=16,
+        description="Every key of a Secret or ConfigMap as a variable of the trainer container "
+                    "(spec.env and the operator's variables win). Cluster only: `cogwork run` "
+                    "refuses it.")
     pod_template: PodTemplate | None = Field(default=None, description="Pod overrides.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
                                        json_schema_extra=_defaults_of(CheckpointSpec),

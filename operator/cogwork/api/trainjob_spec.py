@@ -6,10 +6,11 @@ a pydantic validator (`cogwork run` and `cogwork render` reject the same objects
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cogwork.api import contract
 from cogwork.api.common import (
@@ -74,11 +75,31 @@ class ScriptSpec(SpecModel):
                     "cogwork_trainer.")
     args: list[Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=list, max_length=256, description="Arguments appended to the program.")
+    metrics_format: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        default=None, max_length=8,
+        description="Zero-code metrics: regular expressions (Python syntax) whose first group "
+                    "is a metric name and second its value, applied to every line the workers "
+                    "print on stdout; matches go to status.metrics (`epoch` and `step` to "
+                    "status.progress). Unset: Katib's StdOut format, `name=value` "
+                    "(e.g. `epoch=3 loss=0.21 val_accuracy=0.93`). An empty list turns it off.")
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> Self:
         if (self.module is None) == (self.command is None):
             raise ValueError("exactly one of spec.script.module or spec.script.command must be set")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_format_compiles(self) -> Self:
+        for i, pattern in enumerate(self.metrics_format or []):
+            try:
+                groups = re.compile(pattern).groups
+            except re.error as e:
+                raise ValueError(f"spec.script.metricsFormat[{i}] is not a regular expression: "
+                                 f"{e}") from e
+            if groups < 2:
+                raise ValueError(f"spec.script.metricsFormat[{i}] needs two groups (name, "
+                                 f"value); it has {groups}")
         return self
 
 
@@ -169,29 +190,117 @@ class ResourcesSpec(SpecModel):
 
 
 _RESERVED_ENV_LIST = ", ".join(f"'{name}'" for name in contract.INJECTED_ENV_NAMES)
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # a key of a ConfigMap or Secret
+
+
+class KeySelector(SpecModel):
+    """One key of a Secret or ConfigMap in the job's namespace (read by the kubelet, never by
+    the operator)."""
+
+    name: DnsName = Field(description="Name of the Secret or ConfigMap.")
+    key: str = Field(pattern=CONFIG_KEY_PATTERN, max_length=253, description="The key.")
+    optional: bool | None = Field(default=None, description="Start the pod even when the object "
+                                                            "or key is missing.")
+
+
+VALUE_FROM_ONE = "spec.env[].valueFrom needs exactly one of secretKeyRef or configMapKeyRef"
+
+
+class EnvVarSource(SpecModel):
+    """Where a variable's value comes from: exactly one of secretKeyRef or configMapKeyRef."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "has(self.secretKeyRef) != has(self.configMapKeyRef)", VALUE_FROM_ONE)))
+
+    secret_key_ref: KeySelector | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: KeySelector | None = Field(default=None,
+                                                   description="A key of a ConfigMap.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            raise ValueError(VALUE_FROM_ONE)
+        return self
+
+
+VALUE_AND_VALUE_FROM = "spec.env[].value must be empty when spec.env[].valueFrom is set"
 
 
 class EnvVar(SpecModel):
-    """A plain environment variable for the training processes."""
+    """An environment variable for the training processes: a value, or a key of a Secret or
+    ConfigMap (valueFrom)."""
 
-    model_config = ConfigDict(json_schema_extra=validations(cel(
-        f"!self.name.startsWith('{contract.RESERVED_ENV_PREFIX}')"
-        f" && !(self.name in [{_RESERVED_ENV_LIST}])",
-        "spec.env: names starting with COGWORK_ and the names the operator injects "
-        f"({', '.join(contract.INJECTED_ENV_NAMES)}) are reserved",
-        message_expression="'spec.env: ' + self.name + ' is reserved: the operator injects "
-                           "COGWORK_* and " + ", ".join(contract.INJECTED_ENV_NAMES) + "'",
-        field_path=".name", reason="FieldValueForbidden")))
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel(f"!self.name.startsWith('{contract.RESERVED_ENV_PREFIX}')"
+            f" && !(self.name in [{_RESERVED_ENV_LIST}])",
+            "spec.env: names starting with COGWORK_ and the names the operator injects "
+            f"({', '.join(contract.INJECTED_ENV_NAMES)}) are reserved",
+            message_expression="'spec.env: ' + self.name + ' is reserved: the operator injects "
+                               "COGWORK_* and " + ", ".join(contract.INJECTED_ENV_NAMES) + "'",
+            field_path=".name", reason="FieldValueForbidden"),
+        cel("!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            VALUE_AND_VALUE_FROM, field_path=".value"),
+    ))
 
-    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=256,
+    name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256,
                       description="Variable name (not COGWORK_* nor an injected name).")
     value: str = Field(default="", max_length=8192, description="Variable value.")
+    value_from: EnvVarSource | None = Field(
+        default=None, description="Take the value from a key of a Secret or ConfigMap in the "
+                                  "job's namespace (the kubelet reads it; value must be empty). "
+                                  "Cluster only: `cogwork run` refuses it.")
 
     @model_validator(mode="after")
     def _not_reserved(self) -> Self:
         if contract.is_reserved_env_name(self.name):
             raise ValueError(f"spec.env: {self.name} is reserved: the operator injects COGWORK_* "
                              f"and {', '.join(contract.INJECTED_ENV_NAMES)}")
+        if self.value_from is not None and self.value:
+            raise ValueError(VALUE_AND_VALUE_FROM)
+        return self
+
+
+class ObjectRef(SpecModel):
+    """A whole Secret or ConfigMap in the job's namespace."""
+
+    name: DnsName = Field(description="Name of the Secret or ConfigMap.")
+    optional: bool | None = Field(default=None, description="Start the pod even when it is "
+                                                            "missing.")
+
+
+ENV_FROM_ONE = "spec.envFrom[] needs exactly one of secretRef or configMapRef"
+ENV_FROM_PREFIX = (f"spec.envFrom[].prefix must not start with {contract.RESERVED_ENV_PREFIX}: "
+                   "the operator owns those names")
+
+
+class EnvFromSource(SpecModel):
+    """Every key of a Secret or ConfigMap as a variable (explicit env and the operator's
+    variables win over it)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "has(self.secretRef) != has(self.configMapRef)", ENV_FROM_ONE)))
+
+    prefix: str | None = Field(
+        default=None, pattern=ENV_NAME_PATTERN, max_length=256,
+        json_schema_extra=validations(cel(
+            f"!self.startsWith('{contract.RESERVED_ENV_PREFIX}')", ENV_FROM_PREFIX,
+            reason="FieldValueForbidden")),
+        description="Prepended to every key (not COGWORK_...).")
+    secret_ref: ObjectRef | None = Field(default=None, description="A Secret.")
+    config_map_ref: ObjectRef | None = Field(default=None, description="A ConfigMap.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_not_reserved(cls, prefix: str | None) -> str | None:
+        if prefix is not None and prefix.startswith(contract.RESERVED_ENV_PREFIX):
+            raise ValueError(ENV_FROM_PREFIX)
+        return prefix
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError(ENV_FROM_ONE)
         return self
 
 
@@ -218,11 +327,345 @@ def _no_reserved_keys(what: str) -> dict[str, Any]:
 
 
 StringMap = dict[str, Annotated[str, Field(max_length=4096)]]
+# Free-form Kubernetes objects kept as written (x-kubernetes-preserve-unknown-fields): only
+# where nothing in them can grant privilege (affinity, label selectors), or for fields that
+# exist only to be refused (hostPath, projected).
+FreeForm = dict[str, Any]
+
+# ---- podTemplate: volumes and mounts -----------------------------------------------------
+
+VOLUME_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # DNS-1123 label
+VolumeName = Annotated[str, Field(pattern=VOLUME_NAME_PATTERN, max_length=63)]
+_NOT_RELATIVE = "!self.startsWith('/') && !('/' + self + '/').contains('/../')"
+
+
+def _is_relative(path: str) -> bool:
+    return not path.startswith("/") and "/../" not in f"/{path}/"
+
+
+def _cel_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{item}'" for item in items) + "]"
+
+
+KEY_PATH = "spec.podTemplate.volumes[]: items[].path must be relative, without '..'"
+
+
+class KeyToPath(SpecModel):
+    """One key of a ConfigMap or Secret as a file of the volume."""
+
+    key: str = Field(pattern=CONFIG_KEY_PATTERN, max_length=253, description="The key.")
+    path: str = Field(min_length=1, max_length=1024, description="Relative file path.",
+                      json_schema_extra=validations(cel(_NOT_RELATIVE, KEY_PATH)))
+    mode: int | None = Field(default=None, ge=0, le=0o777,
+                             description="File mode bits (decimal: 0644 is 420).")
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        if not _is_relative(path):
+            raise ValueError(KEY_PATH)
+        return path
+
+
+class ClaimVolumeSource(SpecModel):
+    """An existing PersistentVolumeClaim in the job's namespace."""
+
+    claim_name: DnsName = Field(description="Name of the claim.")
+    read_only: bool | None = Field(default=None, description="Mount it read-only.")
+
+
+class ConfigMapVolumeSource(SpecModel):
+    """A ConfigMap in the job's namespace, one file per key."""
+
+    name: DnsName = Field(description="Name of the ConfigMap.")
+    items: list[KeyToPath] | None = Field(default=None, max_length=64,
+                                          description="Only these keys, at these paths.")
+    default_mode: int | None = Field(default=None, ge=0, le=0o777,
+                                     description="File mode bits (decimal: 0644 is 420).")
+    optional: bool | None = Field(default=None, description="Start the pod even when the "
+                                                            "ConfigMap is missing.")
+
+
+class SecretVolumeSource(SpecModel):
+    """A Secret in the job's namespace, one file per key."""
+
+    secret_name: DnsName = Field(description="Name of the Secret.")
+    items: list[KeyToPath] | None = Field(default=None, max_length=64,
+                                          description="Only these keys, at these paths.")
+    default_mode: int | None = Field(default=None, ge=0, le=0o777,
+                                     description="File mode bits (decimal: 0644 is 420).")
+    optional: bool | None = Field(default=None, description="Start the pod even when the "
+                                                            "Secret is missing.")
+
+
+class EmptyDirVolumeSource(SpecModel):
+    """Scratch space that lives as long as the pod."""
+
+    medium: Literal["", "Memory"] | None = Field(
+        default=None, description="\"\" (node disk) or Memory (tmpfs; counts against the "
+                                  "memory limit).")
+    size_limit: Quantity | None = Field(default=None, description="Most the volume may hold.")
+
+
+VOLUME_SOURCES = ("persistentVolumeClaim", "configMap", "secret", "emptyDir")
+VOLUME_ONE_SOURCE = ("spec.podTemplate.volumes[] needs exactly one of "
+                     f"{', '.join(VOLUME_SOURCES)}")
+VOLUME_NAME_TAKEN = (
+    "spec.podTemplate.volumes[].name is reserved: the operator's volumes are "
+    f"{', '.join(contract.OPERATOR_VOLUME_NAMES)} and {contract.RESERVED_VOLUME_PREFIX}*")
+HOST_PATH_FORBIDDEN = ("spec.podTemplate.volumes[].hostPath is forbidden: it would expose the "
+                       "node's filesystem to the job")
+PROJECTED_FORBIDDEN = ("spec.podTemplate.volumes[].projected is forbidden: it can mount "
+                       "ServiceAccount tokens; use configMap or secret volumes")
+
+
+class Volume(SpecModel):
+    """A volume the trainer container may mount (spec.podTemplate.volumeMounts): exactly one of
+    persistentVolumeClaim, configMap, secret, emptyDir. hostPath and projected are refused."""
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel(" + ".join(f"(has(self.{s}) ? 1 : 0)" for s in (*VOLUME_SOURCES, "hostPath",
+                                                              "projected")) + " == 1",
+            VOLUME_ONE_SOURCE),
+        cel(f"!(self.name in {_cel_list(contract.OPERATOR_VOLUME_NAMES)}) && "
+            f"!self.name.startsWith('{contract.RESERVED_VOLUME_PREFIX}')", VOLUME_NAME_TAKEN,
+            field_path=".name", reason="FieldValueForbidden"),
+        cel("!has(self.hostPath)", HOST_PATH_FORBIDDEN, field_path=".hostPath",
+            reason="FieldValueForbidden"),
+        cel("!has(self.projected)", PROJECTED_FORBIDDEN, field_path=".projected",
+            reason="FieldValueForbidden"),
+    ))
+
+    name: VolumeName = Field(description="Volume name (a DNS label; not one of the "
+                                         "operator's).")
+    persistent_volume_claim: ClaimVolumeSource | None = Field(
+        default=None, description="An existing PersistentVolumeClaim.")
+    config_map: ConfigMapVolumeSource | None = Field(default=None, description="A ConfigMap.")
+    secret: SecretVolumeSource | None = Field(default=None, description="A Secret.")
+    empty_dir: EmptyDirVolumeSource | None = Field(default=None, description="Scratch space.")
+    host_path: FreeForm | None = Field(default=None, description="Refused: the node's "
+                                                                 "filesystem.")
+    projected: FreeForm | None = Field(default=None, description="Refused: may carry "
+                                                                 "ServiceAccount tokens.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_ours(cls, name: str) -> str:
+        if contract.is_operator_volume_name(name):
+            raise ValueError(VOLUME_NAME_TAKEN)
+        return name
+
+    @field_validator("host_path", "projected")
+    @classmethod
+    def _refused(cls, value: FreeForm | None, info: ValidationInfo) -> FreeForm | None:
+        if value is not None:
+            raise ValueError(HOST_PATH_FORBIDDEN if info.field_name == "host_path"
+                             else PROJECTED_FORBIDDEN)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        sources = (self.persistent_volume_claim, self.config_map, self.secret, self.empty_dir)
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(VOLUME_ONE_SOURCE)
+        return self
+
+
+MOUNT_AT_OPERATOR_PATH = (
+    "spec.podTemplate.volumeMounts[].mountPath must not be at, above or below the operator's "
+    f"mount points ({', '.join(contract.OPERATOR_MOUNT_ROOTS)})")
+MOUNT_PATH_DOTS = "spec.podTemplate.volumeMounts[].mountPath must not contain . or .. segments"
+SUB_PATH = "spec.podTemplate.volumeMounts[].subPath must be relative, without '..'"
+
+
+class VolumeMount(SpecModel):
+    """Where the trainer container mounts one of spec.podTemplate.volumes."""
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel(f"{_cel_list(contract.OPERATOR_MOUNT_ROOTS)}.all(p, self.mountPath != p && "
+            "!self.mountPath.startsWith(p + '/') && !p.startsWith(self.mountPath + '/'))",
+            MOUNT_AT_OPERATOR_PATH, field_path=".mountPath", reason="FieldValueForbidden"),
+        cel("!(self.mountPath + '/').contains('/../') && "
+            "!(self.mountPath + '/').contains('/./')", MOUNT_PATH_DOTS, field_path=".mountPath"),
+    ))
+
+    name: VolumeName = Field(description="A volume of spec.podTemplate.volumes.")
+    mount_path: str = Field(pattern=r"^(/[^/]+)+$", max_length=1024,
+                            description="Absolute path in the container (not under the "
+                                        "operator's mount points).")
+    sub_path: str | None = Field(default=None, min_length=1, max_length=1024,
+                                 json_schema_extra=validations(cel(_NOT_RELATIVE, SUB_PATH)),
+                                 description="Mount this path inside the volume instead of "
+                                             "its root.")
+    read_only: bool | None = Field(default=None, description="Mount read-only.")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _not_ours(cls, path: str) -> str:
+        if contract.overlaps_operator_mount(path):
+            raise ValueError(MOUNT_AT_OPERATOR_PATH)
+        if "/../" in f"{path}/" or "/./" in f"{path}/":
+            raise ValueError(MOUNT_PATH_DOTS)
+        return path
+
+    @field_validator("sub_path")
+    @classmethod
+    def _relative(cls, path: str | None) -> str | None:
+        if path is not None and not _is_relative(path):
+            raise ValueError(SUB_PATH)
+        return path
+
+
+# ---- podTemplate: scheduling -----------------------------------------------------------------
+
+class LocalObjectReference(SpecModel):
+    """An object in the job's namespace, by name."""
+
+    name: DnsName = Field(description="Name of the object.")
+
+
+class Affinity(SpecModel):
+    """core/v1 Affinity, kept as written (x-kubernetes-preserve-unknown-fields below the three
+    keys): scheduling constraints cannot grant privilege, and the apiserver validates them when
+    the operator creates the pods."""
+
+    node_affinity: FreeForm | None = Field(default=None, description="core/v1 NodeAffinity.")
+    pod_affinity: FreeForm | None = Field(default=None, description="core/v1 PodAffinity.")
+    pod_anti_affinity: FreeForm | None = Field(default=None,
+                                               description="core/v1 PodAntiAffinity.")
+
+
+class TopologySpreadConstraint(SpecModel):
+    """core/v1 TopologySpreadConstraint: how the worker pods spread over a topology."""
+
+    max_skew: int = Field(ge=1, description="Most the pod counts of two domains may differ.")
+    topology_key: str = Field(min_length=1, max_length=316, description="Node label key.")
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        description="DoNotSchedule or ScheduleAnyway.")
+    label_selector: FreeForm | None = Field(
+        default=None, description="Pods counted (core/v1 LabelSelector; e.g. "
+                                  "matchLabels cogwork.dev/job-name: <job>).")
+    match_label_keys: list[Annotated[str, Field(max_length=316)]] | None = Field(
+        default=None, max_length=16, description="Label keys whose values the counted pods "
+                                                 "share with the new pod.")
+    min_domains: int | None = Field(default=None, ge=1, description="Fewest eligible domains.")
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether nodeAffinity/nodeSelector limit the domains.")
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node taints limit the domains.")
+
+
+# ---- podTemplate: security -------------------------------------------------------------------
+
+RUN_AS_ROOT = ("spec.podTemplate.securityContext.runAsUser must not be 0: the pods run as "
+               "non-root")
+RUN_AS_NON_ROOT = ("spec.podTemplate.securityContext.runAsNonRoot must be true: the pods run "
+                   "as non-root")
+PRIVILEGED = ("spec.podTemplate.securityContext.privileged is forbidden: the operator creates "
+              "no privileged containers")
+PRIVILEGE_ESCALATION = ("spec.podTemplate.securityContext.allowPrivilegeEscalation is "
+                        "forbidden: the containers run with no_new_privs")
+ADD_CAPABILITIES = ("spec.podTemplate.securityContext.capabilities.add is forbidden: the "
+                    "containers drop ALL capabilities")
+
+
+def _refused_flag(message: str, description: str) -> Any:
+    """An optional bool that may only be false: a user who writes it true gets `message`."""
+    return Field(default=None, description=description, json_schema_extra=validations(
+        cel("!self", message, reason="FieldValueForbidden")))
+
+
+class Capabilities(SpecModel):
+    """Linux capabilities: none may be added; every container already drops ALL."""
+
+    add: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=64, description="Refused when not empty.",
+        json_schema_extra=validations(cel("size(self) == 0", ADD_CAPABILITIES,
+                                          reason="FieldValueForbidden")))
+    drop: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=64, description="Accepted and redundant: ALL are dropped.")
+
+    @field_validator("add")
+    @classmethod
+    def _nothing_added(cls, add: list[str] | None) -> list[str] | None:
+        if add:
+            raise ValueError(ADD_CAPABILITIES)
+        return add
+
+
+class PodSecurityContext(SpecModel):
+    """Who the worker processes run as. The rest stays the operator's (PodSecurity
+    `restricted`): non-root, no privilege escalation, ALL capabilities dropped, seccomp
+    RuntimeDefault; the fields that would loosen it exist only to be refused."""
+
+    run_as_user: int | None = Field(
+        default=None, ge=0, le=2**31 - 1,
+        json_schema_extra=validations(cel("self != 0", RUN_AS_ROOT,
+                                          reason="FieldValueForbidden")),
+        description="UID of the worker containers (default 65532; never 0).")
+    run_as_group: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                     description="Primary GID (default 65532).")
+    fs_group: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                 description="GID owning the volumes (default 65532).")
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = Field(
+        default=None, description="When the kubelet changes volume ownership to fsGroup.")
+    run_as_non_root: bool | None = Field(
+        default=None, json_schema_extra=validations(cel("self", RUN_AS_NON_ROOT,
+                                                        reason="FieldValueForbidden")),
+        description="Always true; false is refused.")
+    privileged: bool | None = _refused_flag(PRIVILEGED, "Refused when true.")
+    allow_privilege_escalation: bool | None = _refused_flag(PRIVILEGE_ESCALATION,
+                                                            "Refused when true.")
+    capabilities: Capabilities | None = Field(default=None,
+                                              description="Only drop; add is refused.")
+
+    @field_validator("run_as_user")
+    @classmethod
+    def _not_root(cls, uid: int | None) -> int | None:
+        if uid == 0:
+            raise ValueError(RUN_AS_ROOT)
+        return uid
+
+    @field_validator("run_as_non_root")
+    @classmethod
+    def _non_root(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError(RUN_AS_NON_ROOT)
+        return value
+
+    @field_validator("privileged", "allow_privilege_escalation")
+    @classmethod
+    def _refused(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value:
+            raise ValueError(PRIVILEGED if info.field_name == "privileged"
+                             else PRIVILEGE_ESCALATION)
+        return value
+
+
+HOST_FLAGS = {
+    "host_network": ("spec.podTemplate.hostNetwork is forbidden: the pods would share the "
+                     "node's network namespace"),
+    "host_pid": ("spec.podTemplate.hostPID is forbidden: the pods would see the node's "
+                 "processes"),
+    "host_ipc": "spec.podTemplate.hostIPC is forbidden: the pods would share the node's IPC",
+    "automount_service_account_token": (
+        "spec.podTemplate.automountServiceAccountToken is forbidden: training pods get no "
+        "API token"),
+}
+UNDECLARED_MOUNT = ("spec.podTemplate.volumeMounts[].name must name a volume of "
+                    "spec.podTemplate.volumes")
 
 
 class PodTemplate(SpecModel):
     """Overrides applied to the pods (workers; the rendezvous pod gets labels, annotations,
-    tolerations and priorityClassName but not nodeSelector)."""
+    tolerations, priorityClassName and schedulerName, nothing else). A user who may create
+    TrainJobs but not privileged pods gets none through the operator: host namespaces,
+    hostPath, API tokens, root and added capabilities are refused."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
+        "self.volumes.exists(v, v.name == m.name))",
+        UNDECLARED_MOUNT, field_path=".volumeMounts")))
 
     labels: StringMap | None = Field(
         default=None, max_length=64, json_schema_extra=_no_reserved_keys("labels"),
@@ -241,6 +684,60 @@ class PodTemplate(SpecModel):
                                   "configured trainer account). Its API token is never mounted.")
     priority_class_name: DnsName | None = Field(default=None,
                                                 description="PriorityClass of the pods.")
+    scheduler_name: DnsName | None = Field(default=None,
+                                           description="Scheduler of the pods (default: the "
+                                                       "cluster's default-scheduler).")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Secrets the kubelet pulls spec.image with "
+                                                 "(worker pods).")
+    affinity: Affinity | None = Field(default=None, description="Worker pod affinity (core/v1 "
+                                                                "Affinity).")
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = Field(
+        default=None, max_length=8, description="How the worker pods spread over nodes or "
+                                                "zones.")
+    volumes: list[Volume] | None = Field(
+        default=None, max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Extra worker pod volumes: persistentVolumeClaim, configMap, secret or "
+                    "emptyDir. Names of the operator's volumes are refused.")
+    volume_mounts: list[VolumeMount] | None = Field(
+        default=None, max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["mountPath"]},
+        description="Mounts of spec.podTemplate.volumes in the trainer container (not at the "
+                    "operator's mount points).")
+    shm_size: Quantity | None = Field(
+        default=None, description="Size limit of the worker's memory-backed /dev/shm "
+                                  "(DataLoader workers, NCCL); it counts against "
+                                  "spec.resources.memory. Default: no limit of its own.")
+    security_context: PodSecurityContext | None = Field(
+        default=None, description="UID, GID and fsGroup of the worker pods; privilege is "
+                                  "refused.")
+    read_only_root_filesystem: bool | None = Field(
+        default=None, description="Run a user image's trainer container with a read-only root "
+                                  f"filesystem, writable {contract.TMP_DIR} and HOME "
+                                  f"({contract.HOME_DIR}). Default false; the trainer image "
+                                  "always runs this way.")
+    host_network: bool | None = _refused_flag(HOST_FLAGS["host_network"], "Refused when true.")
+    host_pid: bool | None = Field(
+        default=None, alias="hostPID", description="Refused when true.",
+        json_schema_extra=validations(cel("!self", HOST_FLAGS["host_pid"],
+                                          reason="FieldValueForbidden")))
+    host_ipc: bool | None = Field(
+        default=None, alias="hostIPC", description="Refused when true.",
+        json_schema_extra=validations(cel("!self", HOST_FLAGS["host_ipc"],
+                                          reason="FieldValueForbidden")))
+    automount_service_account_token: bool | None = _refused_flag(
+        HOST_FLAGS["automount_service_account_token"], "Refused when true: the pods never get "
+                                                       "an API token.")
+
+    @field_validator(*HOST_FLAGS)
+    @classmethod
+    def _host_flags(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value:
+            assert info.field_name is not None
+            raise ValueError(HOST_FLAGS[info.field_name])
+        return value
 
     @model_validator(mode="after")
     def _no_reserved(self) -> Self:
@@ -249,6 +746,20 @@ class PodTemplate(SpecModel):
             if bad:
                 raise ValueError(f"spec.podTemplate.{what}: keys starting with "
                                  f"{contract.RESERVED_KEY_PREFIX} are reserved: {bad}")
+        return self
+
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> Self:
+        names = [v.name for v in self.volumes or []]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.podTemplate.volumes: names must be unique")
+        paths = [m.mount_path for m in self.volume_mounts or []]
+        if len(set(paths)) != len(paths):
+            raise ValueError("spec.podTemplate.volumeMounts: mountPaths must be unique")
+        for i, mount in enumerate(self.volume_mounts or []):
+            if mount.name not in names:
+                raise ValueError(f"{UNDECLARED_MOUNT} (spec.podTemplate.volumeMounts[{i}].name "
+                                 f"{mount.name!r})")
         return self
 
 

@@ -33,6 +33,7 @@ class Metric(StatusModel):
 
 class MetricPoint(StatusModel):
     step: int = Field(description="Global optimizer step of the values.")
+    epoch: int | None = Field(default=None, description="Completed epochs, when reported.")
     values: dict[str, str] = Field(default_factory=dict, description="Metric name -> value.")
 
 

@@ -34,10 +34,6 @@ def _duration(seconds: int) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _metric(report: ProgressReport, name: str) -> str | None:
-    return next((m.value for m in report.metrics if m.name == name), None)
-
-
 def progress_line(report: ProgressReport) -> str:
     """One human line per report, e.g. `step 120/264 45% epoch 5 loss 0.12 ETA 0m04s`."""
     if report.event == "resumed":
@@ -46,15 +42,16 @@ def progress_line(report: ProgressReport) -> str:
         return f"checkpoint saved at step {report.checkpoint_step}"
     if report.event == "stopped":
         return f"stopped at step {report.step} (checkpoint {report.checkpoint_step})"
-    parts = [f"step {report.step}/{report.total_steps}"]
+    parts = []
+    if report.step is not None:  # a script's stdout metrics may report epochs only
+        total = f"/{report.total_steps}" if report.total_steps is not None else ""
+        parts.append(f"step {report.step}{total}")
     if report.progress_percentage is not None:
         parts.append(f"{report.progress_percentage:3d}%")
     if report.epoch is not None:
         parts.append(f"epoch {report.epoch}")
-    for name in ("loss", "val_accuracy"):
-        value = _metric(report, name)
-        if value is not None:
-            parts.append(f"{name} {value}")
+    for metric in report.metrics[:6]:  # the built-in task's loss, val_accuracy, parameters
+        parts.append(f"{metric.name} {metric.value}")
     if report.samples_per_second is not None:
         parts.append(f"{report.samples_per_second:.0f} samples/s")
     if report.estimated_remaining_seconds is not None and report.event == "progress":

@@ -10,6 +10,8 @@ exits on its own (like its pod), so the workers' app alone tells when the job is
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,15 @@ def check_runnable(job: TrainJob) -> None:
         raise LocalPlanError(
             f"spec.data.fromLabelJob={data.from_label_job!r} is resolved by the operator; "
             "locally give spec.data.path (the LabelJob's output .npz)")
+    for i, env in enumerate(job.spec.env):
+        if env.value_from is not None:
+            raise LocalPlanError(
+                f"spec.env[{i}].valueFrom ({env.name}): Secrets and ConfigMaps exist only in a "
+                f"cluster; locally give spec.env[{i}].value")
+    if job.spec.env_from:
+        raise LocalPlanError(
+            "spec.envFrom[0]: Secrets and ConfigMaps exist only in a cluster; locally give the "
+            "variables in spec.env")
 
 
 def local_env(workdir: Path) -> dict[str, str]:
@@ -69,8 +80,16 @@ def local_env(workdir: Path) -> dict[str, str]:
     }
 
 
+_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+def expand_references(text: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion of args: `$$` escapes, unknown references stay."""
+    return _REFERENCE.sub(lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text)
+
+
 def local_apps(job: TrainJob, *, workdir: Path, port: int, python: str,
-               job_uid: str | None = None) -> LocalApps:
+               job_uid: str | None = None, path: str = "") -> LocalApps:
     """The store and worker apps for `job`, with the worker count at the desired node count."""
     check_runnable(job)
     uid = job_uid or job.metadata.uid or UNSET_UID
@@ -87,10 +106,15 @@ def local_apps(job: TrainJob, *, workdir: Path, port: int, python: str,
     )
     worker_role = role(app, WORKER_ROLE)
     nodes = desired_node_count(job.spec)
+    env = {**worker_role.env, **local_env(workdir)}
+    # The "image" is this Python environment: a script's `python` is this one, and args may
+    # use $(VAR) as in a pod (e.g. --checkpoint-dir $(COGWORK_CHECKPOINT_DIR)).
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(python).parent), path) if p)
     worker_role = dataclasses.replace(
         worker_role,
         num_replicas=nodes,
-        env={**worker_role.env, **local_env(workdir)},
+        args=[expand_references(a, env) for a in worker_role.args],
+        env=env,
     )
     name = job.metadata.name
     return LocalApps(

@@ -9,6 +9,7 @@ printed live; the exit code is 0 only when every node succeeded.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import tempfile
@@ -112,7 +113,8 @@ def run_trainjob(job: TrainJob, workdir: Path | None = None, *, out: TextIO,
     try:
         check_runnable(job)  # before creating a work dir for a job that cannot run here
         root = prepare_workdir(job, workdir, desired_node_count(job.spec))
-        apps = local_apps(job, workdir=root, port=port, python=sys.executable, job_uid=uid)
+        apps = local_apps(job, workdir=root, port=port, python=sys.executable, job_uid=uid,
+                          path=os.environ.get("PATH", ""))
     except (LocalPlanError, PlanError) as e:
         print(f"cogwork run: {e}", file=out, flush=True)
         return EXIT_INVALID

@@ -75,8 +75,12 @@ def status_patch(status: dict[str, Any], report: ProgressReport, now: str) -> di
     if report.metrics:
         latest = [m.model_dump() for m in report.metrics]
         history = list((status.get("metrics") or {}).get("history") or [])
-        point = {"step": report.step or 0, "values": {m.name: m.value for m in report.metrics}}
-        if history and history[-1].get("step") == point["step"]:
+        point: dict[str, Any] = {"step": report.step or 0,
+                                 "values": {m.name: m.value for m in report.metrics}}
+        if report.epoch is not None:
+            point["epoch"] = report.epoch  # scripts may report epochs without steps
+        if history and (history[-1].get("step"), history[-1].get("epoch")) == (
+                point["step"], point.get("epoch")):
             history[-1] = point
         else:
             history.append(point)

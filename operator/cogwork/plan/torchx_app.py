@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from cogwork_sdk.stdout_metrics import DEFAULT_FORMATS
 from torchx import specs
 
 from cogwork.api import contract
@@ -30,8 +31,8 @@ from cogwork.plan.settings import RenderSettings
 WORKER_ROLE = "worker"
 RDZV_ROLE = "rdzv"
 # `exec`-style: the container's PID 1 is python running torchrun, wrapped so the pod exits with
-# the failing worker's exit code (see cogwork_trainer/launch.py). In the trainer image it is a
-# module; a user's image gets the same file from the launcher init container (torch-only).
+# the failing worker's exit code (see sdk/cogwork_sdk/launch.py). In the trainer image it is a
+# module; a user's image gets the same package from the launcher init container (torch-only).
 TORCHRUN = ("-m", contract.LAUNCH_MODULE)
 TORCHRUN_FROM_INIT = (f"{contract.LAUNCHER_DIR}/{contract.LAUNCHER_FILE}",)
 POD_IP_REF = "$(POD_IP)"  # expanded by the kubelet from the downward-API env var
@@ -147,9 +148,15 @@ def contract_env(job: TrainJob, *, job_uid: str, namespace: str, settings: Rende
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",  # pytorch#135712: hangs in init_process_group
         "PYTHONUNBUFFERED": "1",
     }
+    if spec.script is not None:
+        formats = spec.script.metrics_format
+        env[contract.METRICS_FORMAT_ENV] = json.dumps(
+            list(DEFAULT_FORMATS) if formats is None else formats)
     env.update(settings.extra_env)
     # The API already rejects reserved names; this keeps a hand-built object from overriding us.
-    env.update({e.name: e.value for e in spec.env if not contract.is_reserved_env_name(e.name)})
+    # valueFrom (a Secret or ConfigMap key) is Kubernetes-only: plan.trainjob adds it to the pod.
+    env.update({e.name: e.value for e in spec.env
+                if e.value_from is None and not contract.is_reserved_env_name(e.name)})
     return env
 
 

@@ -14,7 +14,7 @@ from torchx import specs
 
 from cogwork.api import contract
 from cogwork.api.common import to_wire
-from cogwork.api.trainjob import TrainJob, TrainJobSpec
+from cogwork.api.trainjob import PodTemplate, TrainJob, TrainJobSpec
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import (
     RDZV_ROLE,
@@ -64,6 +64,12 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# Containers of the operator's own image (and user images that opt in): nothing but the
+# emptyDirs at contract.TMP_DIR and contract.HOME_DIR (and the pod's volumes) is writable.
+READ_ONLY_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    **CONTAINER_SECURITY_CONTEXT, "readOnlyRootFilesystem": True}
+TMP_VOLUME = "cogwork-tmp"
+HOME_VOLUME = "cogwork-home"
 DOWNWARD_ENV = (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name"),
                 ("POD_NAMESPACE", "metadata.namespace"))
 
@@ -144,6 +150,36 @@ def _env(role_def: specs.Role, downward: bool) -> list[dict[str, Any]]:
     return env
 
 
+def _user_env_sources(job: TrainJob, container: dict[str, Any]) -> None:
+    """spec.env valueFrom and spec.envFrom: Secrets and ConfigMaps the kubelet reads. They
+    exist only on Kubernetes, so they are not in the torchx AppDef; after the plain values."""
+    spec = job.spec
+    container["env"] += [{"name": e.name, "valueFrom": to_wire(e.value_from)} for e in spec.env
+                         if e.value_from is not None
+                         and not contract.is_reserved_env_name(e.name)]
+    if spec.env_from:
+        container["envFrom"] = [to_wire(e) for e in spec.env_from]
+
+
+def read_only_root(spec: TrainJobSpec, settings: RenderSettings) -> bool:
+    """Whether the trainer container's root filesystem is read-only: always on the trainer
+    image, on a user's image when spec.podTemplate.readOnlyRootFilesystem asks for it."""
+    template = spec.pod_template
+    return not runs_user_image(spec, settings) or bool(
+        template and template.read_only_root_filesystem)
+
+
+def _read_only_root(container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+    """Make `container`'s root filesystem read-only, with emptyDirs at /tmp and HOME."""
+    container["securityContext"] = dict(READ_ONLY_CONTAINER_SECURITY_CONTEXT)
+    volumes += [{"name": TMP_VOLUME, "emptyDir": {}}, {"name": HOME_VOLUME, "emptyDir": {}}]
+    container.setdefault("volumeMounts", []).extend([
+        {"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
+        {"name": HOME_VOLUME, "mountPath": contract.HOME_DIR}])
+    if all(e["name"] != "HOME" for e in container["env"]):  # a HOME in spec.env wins
+        container["env"].append({"name": "HOME", "value": contract.HOME_DIR})
+
+
 def _container(name: str, role_def: specs.Role, job: TrainJob, *, downward: bool,
                resources: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -181,6 +217,8 @@ def _pod(job: TrainJob, settings: RenderSettings, name: str, labels: dict[str, s
         spec["serviceAccountName"] = service_account
     if template and template.priority_class_name:
         spec["priorityClassName"] = template.priority_class_name
+    if template and template.scheduler_name:
+        spec["schedulerName"] = template.scheduler_name
     if template and template.tolerations:
         spec["tolerations"] = [to_wire(t) for t in template.tolerations]
     return {
@@ -201,8 +239,12 @@ def _quantities(cpu: str, memory: str, gpu: int = 0) -> dict[str, Any]:
 
 def _worker_volumes(job: TrainJob, resolved_data: DataLocation | None
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    template = job.spec.pod_template
+    shm: dict[str, Any] = {"medium": "Memory"}  # DataLoader workers, NCCL
+    if template and template.shm_size:
+        shm["sizeLimit"] = template.shm_size
     volumes: list[dict[str, Any]] = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # DataLoader workers, NCCL
+        {"name": "dshm", "emptyDir": shm},
         {"name": "checkpoints",
          "persistentVolumeClaim": {"claimName": checkpoint_claim_name(job)}},
         {"name": "control", "downwardAPI": {"items": [
@@ -226,17 +268,40 @@ def _worker_volumes(job: TrainJob, resolved_data: DataLocation | None
     return volumes, mounts
 
 
+def _worker_template(template: PodTemplate, pod_spec: dict[str, Any],
+                     container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+    """The worker-only parts of spec.podTemplate (the API already refused what would grant
+    privilege: host namespaces, hostPath, tokens, root, capabilities)."""
+    volumes += [to_wire(v) for v in template.volumes or []]
+    container["volumeMounts"] += [to_wire(m) for m in template.volume_mounts or []]
+    if template.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [to_wire(s) for s in template.image_pull_secrets]
+    if template.affinity:
+        pod_spec["affinity"] = to_wire(template.affinity)
+    if template.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = [
+            to_wire(c) for c in template.topology_spread_constraints]
+    security = template.security_context
+    if security is not None:  # only who the processes run as: the rest stays restricted
+        chosen = {"runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
+                  "fsGroup": security.fs_group,
+                  "fsGroupChangePolicy": security.fs_group_change_policy}
+        pod_spec["securityContext"] = {**POD_SECURITY_CONTEXT,
+                                       **{k: v for k, v in chosen.items() if v is not None}}
+
+
 def launcher_init_container(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
-    """Copies the torch-only launcher from the trainer image into the launcher volume, for
-    workers on a user's image (the pattern of Tekton's entrypoint and Katib's collectors)."""
+    """Copies the SDK and its torch-only launcher from the trainer image into the launcher
+    volume, for workers on a user's image (the pattern of Tekton's entrypoint and Katib's
+    collectors)."""
     return {
         "name": LAUNCHER_CONTAINER,
         "image": store_image(settings),
         "imagePullPolicy": job.spec.image_pull_policy,
-        "command": [settings.python, "-m", contract.INSTALL_LAUNCHER_MODULE,
+        "command": [settings.python, "-m", contract.INSTALL_SDK_MODULE,
                     contract.LAUNCHER_DIR],
         "resources": _quantities(settings.rdzv_cpu, settings.rdzv_memory),
-        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+        "securityContext": dict(READ_ONLY_CONTAINER_SECURITY_CONTEXT),  # our image
         "volumeMounts": [{"name": LAUNCHER_VOLUME, "mountPath": contract.LAUNCHER_DIR}],
     }
 
@@ -260,6 +325,11 @@ def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
     template = spec.pod_template
     if template and template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
+    _user_env_sources(job, container)
+    if template:
+        _worker_template(template, pod_spec, container, volumes)
+    if read_only_root(spec, settings):
+        _read_only_root(container, volumes)
     if runs_user_image(spec, settings):
         pod_spec["initContainers"] = [launcher_init_container(job, settings)]
         volumes.append({"name": LAUNCHER_VOLUME, "emptyDir": {}})
@@ -280,11 +350,13 @@ def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None,
                            resources=_quantities(settings.rdzv_cpu, settings.rdzv_memory))
     container["ports"] = [{"name": "c10d", "containerPort": contract.RDZV_PORT,
                            "protocol": "TCP"}]
+    volumes: list[dict[str, Any]] = []
+    _read_only_root(container, volumes)  # the store always runs the operator's image
     # No nodeSelector: a CPU pod need not sit on the (GPU) nodes Kueue picked for workers.
     name = rdzv_name(job)
     return _pod(job, settings, name, child_labels(job, contract.ROLE_RDZV), {},
                 {"hostname": name, "subdomain": job_service_name(job),  # see rdzv_endpoint
-                 "containers": [container]})
+                 "containers": [container], "volumes": volumes})
 
 
 # ---- services and storage --------------------------------------------------------------------

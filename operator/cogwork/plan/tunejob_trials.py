@@ -104,26 +104,30 @@ def learning_curve(spec: dict[str, Any], status: dict[str, Any], metric: str,
                    resource: Resource) -> dict[int, float]:
     """Resource -> metric from the trial's (thinned) history and latest report.
 
-    The trainer reports val_accuracy of the model after the completed epochs, so a point at step
-    s belongs to epoch s // stepsPerEpoch; stepsPerEpoch = totalSteps / task.epochs.
+    A point that carries its epoch (the trainer, the SDK, stdout metrics) is placed there; an
+    older point at step s belongs to epoch s // stepsPerEpoch (stepsPerEpoch = totalSteps /
+    task.epochs): the trainer reports val_accuracy of the model after the completed epochs.
     """
     progress = status.get("progress") or {}
     metrics = status.get("metrics") or {}
-    points = [(p.get("step"), (p.get("values") or {}).get(metric))
+    points = [(p.get("step"), p.get("epoch"), (p.get("values") or {}).get(metric))
               for p in metrics.get("history") or []]
     latest = final_value({"metrics": {"latest": metrics.get("latest") or []}}, metric)
     if latest is not None and progress.get("step") is not None:
-        points.append((progress["step"], latest))
+        points.append((progress["step"], progress.get("epoch"), latest))
     epochs = (spec.get("task") or {}).get("epochs")
     total = progress.get("totalSteps")
     per_epoch = total // epochs if isinstance(total, int) and epochs and total >= epochs else None
     curve: dict[int, float] = {}
-    for step, raw in sorted((p for p in points if isinstance(p[0], int)), key=lambda p: p[0]):
+    for step, epoch, raw in sorted((p for p in points if isinstance(p[0], int)),
+                                   key=lambda p: (p[0], p[1] or 0)):
         value = _float(raw) if raw is not None else None
         if value is None:
             continue
         if resource == "step":
             curve[step] = value
+        elif isinstance(epoch, int):
+            curve.setdefault(epoch, value)  # reported with its epoch (SDK, stdout metrics)
         elif per_epoch:
             curve.setdefault(step // per_epoch, value)  # first report of an epoch's value
     if resource == "epoch" and not per_epoch and latest is not None and progress.get("epoch"):

@@ -124,6 +124,9 @@ def test_every_spec_field_is_either_mutable_or_guarded(crd: dict[str, Any]) -> N
     spec = schema_of(crd)["properties"]["spec"]
     guarded = {r["fieldPath"] for r in spec["x-kubernetes-validations"] if "oldSelf" in r["rule"]}
     mutable = {".suspend", ".stop", ".ttlSecondsAfterFinished", ".nodes.count"}
+    # Fields that exist only to be refused when true: nothing to guard.
+    mutable |= {f".podTemplate.{name}" for name in (
+        "hostNetwork", "hostPID", "hostIPC", "automountServiceAccountToken")}
     expected = set()
     for name, node in spec["properties"].items():
         if name in ("nodes", "podTemplate"):  # guarded field by field
@@ -180,3 +183,24 @@ def test_generator_is_generic_over_kinds() -> None:
 def test_apiserver_validation_accepts_crd_and_decides_every_case(tmp_path: Path) -> None:
     assert_apiserver_decides(CRDS / "trainjobs.cogwork.dev.yaml",
                              [c.as_json() for c in ALL_CASES], tmp_path)
+
+
+def test_pod_template_refusals_and_free_form_fields(crd: dict[str, Any]) -> None:
+    template = schema_of(crd)["properties"]["spec"]["properties"]["podTemplate"]
+    props = template["properties"]
+    for flag in ("hostNetwork", "hostPID", "hostIPC", "automountServiceAccountToken"):
+        (rule,) = props[flag]["x-kubernetes-validations"]
+        assert rule["rule"] == "!self" and rule["reason"] == "FieldValueForbidden"
+        assert rule["message"].startswith(f"spec.podTemplate.{flag} is forbidden: ")
+    volume_rules = props["volumes"]["items"]["x-kubernetes-validations"]
+    assert {r.get("fieldPath") for r in volume_rules} >= {".hostPath", ".projected", ".name"}
+    # Free-form (unpruned) only where nothing can grant privilege, or to be refused.
+    free = {path for path, node in walk(template, "podTemplate")
+            if node.get("x-kubernetes-preserve-unknown-fields")}
+    assert free == {"podTemplate.affinity.nodeAffinity", "podTemplate.affinity.podAffinity",
+                    "podTemplate.affinity.podAntiAffinity",
+                    "podTemplate.topologySpreadConstraints[].labelSelector",
+                    "podTemplate.volumes[].hostPath", "podTemplate.volumes[].projected"}
+    for path, node in walk(template, "podTemplate"):
+        for rule in node.get("x-kubernetes-validations", []):
+            assert rule["message"].startswith("spec."), (path, rule)  # names the field

@@ -73,7 +73,8 @@ def test_offline_validation_matches_the_crd(case: Case) -> None:
     # Our own rules give the CEL message; schema errors (enum, minimum, pattern) name the
     # field, which pydantic writes as spec.failurePolicy.rules.0.action.
     text = str(raised.value)
-    assert case.expect[0].replace("[", ".").replace("]", "") in text, text
+    for want in case.expect:
+        assert want in text or want.replace("[", ".").replace("]", "") in text, (want, text)
 
 
 def test_status_tolerates_fields_from_newer_operators() -> None:

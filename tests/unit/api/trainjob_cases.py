@@ -64,6 +64,52 @@ def update(name: str, old: dict[str, Any], new: dict[str, Any], *expect: str) ->
 SUSPENDED = job(suspend=True)
 SCRIPT = {"module": "my.train", "args": ["--x", "1"]}
 
+
+def pod(**template: Any) -> dict[str, Any]:
+    """A valid job with these spec.podTemplate fields."""
+    return job(podTemplate=template)
+
+
+# Every allowed pod field at once (tests/unit/plan renders the same block).
+POD_FIELDS: dict[str, Any] = {
+    "volumes": [
+        {"name": "datasets", "persistentVolumeClaim": {"claimName": "imagenet",
+                                                       "readOnly": True}},
+        {"name": "config", "configMap": {"name": "team", "items": [
+            {"key": "train.yaml", "path": "conf/train.yaml", "mode": 0o444}],
+            "defaultMode": 0o644, "optional": True}},
+        {"name": "creds", "secret": {"secretName": "s3", "defaultMode": 0o400}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "10Gi"}},
+        {"name": "fast", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ],
+    "volumeMounts": [
+        {"name": "datasets", "mountPath": "/datasets", "readOnly": True},
+        {"name": "config", "mountPath": "/etc/team", "subPath": "conf"},
+        {"name": "creds", "mountPath": "/var/run/secrets/s3", "readOnly": True},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ],
+    "imagePullSecrets": [{"name": "registry"}],
+    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]}]}]}},
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                "labelSelector": {"matchLabels": {
+                                                    "cogwork.dev/job-name": "digits"}}}}]}},
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                   "whenUnsatisfiable": "ScheduleAnyway",
+                                   "labelSelector": {"matchLabels": {"team": "vision"}}}],
+    "schedulerName": "volcano",
+    "shmSize": "2Gi",
+    "securityContext": {"runAsUser": 1000, "runAsGroup": 0, "fsGroup": 1000,
+                        "fsGroupChangePolicy": "OnRootMismatch", "runAsNonRoot": True,
+                        "privileged": False, "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]}},
+    "readOnlyRootFilesystem": True,
+    "hostNetwork": False, "hostPID": False, "hostIPC": False,
+    "automountServiceAccountToken": False,
+}
+
 CREATE_CASES = [
     Case("minimal task job", job()),
     Case("script job without data", job(task=None, data=None, script=SCRIPT)),
@@ -120,6 +166,103 @@ CREATE_CASES = [
     Case("unknown action", job(failurePolicy={"rules": [
         {"action": "Retry", "onPodConditions": ["DisruptionTarget"]}]}),
          ["spec.failurePolicy.rules[0].action"]),
+    # -- pod fields a real team needs, and what the operator refuses to grant -----------------
+    Case("pod fields a team needs", job(
+        env=[{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb",
+                                                                      "key": "api-key"}}},
+             {"name": "RUN_MODE", "valueFrom": {"configMapKeyRef": {"name": "team",
+                                                                    "key": "mode",
+                                                                    "optional": True}}},
+             {"name": "PLAIN", "value": "1"}],
+        envFrom=[{"configMapRef": {"name": "team"}, "prefix": "TEAM_"},
+                 {"secretRef": {"name": "s3", "optional": False}}],
+        podTemplate=POD_FIELDS)),
+    Case("valueFrom with an explicitly empty value", job(env=[
+        {"name": "A", "value": "", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])),
+    Case("valueFrom with a value", job(env=[
+        {"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+         ["spec.env[0]", "must be empty when spec.env[].valueFrom is set"]),
+    Case("valueFrom with two sources", job(env=[{"name": "A", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]),
+         ["spec.env[0].valueFrom", "exactly one of secretKeyRef or configMapKeyRef"]),
+    Case("valueFrom with a bad key", job(env=[{"name": "A", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "a/b"}}}]),
+         ["spec.env[0].valueFrom.secretKeyRef.key"]),
+    Case("envFrom COGWORK_ prefix", job(envFrom=[{"secretRef": {"name": "s"},
+                                                  "prefix": "COGWORK_"}]),
+         ["spec.envFrom[0].prefix", "must not start with COGWORK_"]),
+    Case("envFrom without a source", job(envFrom=[{"prefix": "X_"}]),
+         ["spec.envFrom[0]", "exactly one of secretRef or configMapRef"]),
+    Case("hostPath volume", pod(volumes=[{"name": "host", "hostPath": {"path": "/"}}]),
+         ["spec.podTemplate.volumes[0].hostPath", "hostPath is forbidden"]),
+    Case("projected token volume", pod(volumes=[{"name": "tok", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "audience": "https://kubernetes.default"}}]}}]),
+         ["spec.podTemplate.volumes[0].projected", "projected is forbidden"]),
+    Case("volume named like the operator's", pod(volumes=[{"name": "checkpoints",
+                                                           "emptyDir": {}}]),
+         ["spec.podTemplate.volumes[0].name", "is reserved"]),
+    Case("volume under the operator's prefix", pod(volumes=[{"name": "cogwork-tmp",
+                                                             "emptyDir": {}}]),
+         ["spec.podTemplate.volumes[0].name", "is reserved"]),
+    Case("volume with two sources", pod(volumes=[{"name": "v", "emptyDir": {},
+                                                  "secret": {"secretName": "s"}}]),
+         ["spec.podTemplate.volumes[0]", "needs exactly one of persistentVolumeClaim"]),
+    Case("volume without a source", pod(volumes=[{"name": "v"}]),
+         ["spec.podTemplate.volumes[0]", "needs exactly one of persistentVolumeClaim"]),
+    Case("emptyDir on hugepages", pod(volumes=[{"name": "v", "emptyDir": {
+        "medium": "HugePages-2Mi"}}]), ["spec.podTemplate.volumes[0].emptyDir.medium"]),
+    Case("configMap item escaping the volume", pod(volumes=[{"name": "v", "configMap": {
+        "name": "c", "items": [{"key": "k", "path": "../../etc/passwd"}]}}]),
+         ["spec.podTemplate.volumes[0].configMap.items[0].path", "must be relative"]),
+    Case("mount at an operator path", pod(
+        volumes=[{"name": "v", "emptyDir": {}}],
+        volumeMounts=[{"name": "v", "mountPath": "/cogwork/checkpoints"}]),
+         ["spec.podTemplate.volumeMounts[0].mountPath", "must not be at, above or below"]),
+    Case("mount above an operator path", pod(
+        volumes=[{"name": "v", "emptyDir": {}}], volumeMounts=[{"name": "v", "mountPath": "/dev"}]),
+         ["spec.podTemplate.volumeMounts[0].mountPath", "must not be at, above or below"]),
+    Case("mount at /tmp", pod(
+        volumes=[{"name": "v", "emptyDir": {}}], volumeMounts=[{"name": "v", "mountPath": "/tmp"}]),
+         ["spec.podTemplate.volumeMounts[0].mountPath", "must not be at, above or below"]),
+    Case("mount path with ..", pod(
+        volumes=[{"name": "v", "emptyDir": {}}],
+        volumeMounts=[{"name": "v", "mountPath": "/data/../cogwork"}]),
+         ["spec.podTemplate.volumeMounts[0].mountPath", "must not contain . or .. segments"]),
+    Case("relative mount path", pod(
+        volumes=[{"name": "v", "emptyDir": {}}], volumeMounts=[{"name": "v", "mountPath": "data"}]),
+         ["spec.podTemplate.volumeMounts[0].mountPath"]),
+    Case("absolute subPath", pod(
+        volumes=[{"name": "v", "emptyDir": {}}],
+        volumeMounts=[{"name": "v", "mountPath": "/data", "subPath": "/etc"}]),
+         ["spec.podTemplate.volumeMounts[0].subPath", "must be relative"]),
+    Case("mount of an undeclared volume", pod(
+        volumes=[{"name": "v", "emptyDir": {}}],
+        volumeMounts=[{"name": "other", "mountPath": "/data"}]),
+         ["spec.podTemplate.volumeMounts", "must name a volume of spec.podTemplate.volumes"]),
+    Case("mount without any volume", pod(volumeMounts=[{"name": "v", "mountPath": "/data"}]),
+         ["spec.podTemplate.volumeMounts", "must name a volume of spec.podTemplate.volumes"]),
+    Case("hostNetwork", pod(hostNetwork=True),
+         ["spec.podTemplate.hostNetwork", "hostNetwork is forbidden"]),
+    Case("hostPID", pod(hostPID=True), ["spec.podTemplate.hostPID", "hostPID is forbidden"]),
+    Case("hostIPC", pod(hostIPC=True), ["spec.podTemplate.hostIPC", "hostIPC is forbidden"]),
+    Case("automountServiceAccountToken", pod(automountServiceAccountToken=True),
+         ["spec.podTemplate.automountServiceAccountToken", "is forbidden"]),
+    Case("privileged", pod(securityContext={"privileged": True}),
+         ["spec.podTemplate.securityContext.privileged", "privileged is forbidden"]),
+    Case("allowPrivilegeEscalation", pod(securityContext={"allowPrivilegeEscalation": True}),
+         ["spec.podTemplate.securityContext.allowPrivilegeEscalation", "is forbidden"]),
+    Case("capabilities add", pod(securityContext={"capabilities": {"add": ["SYS_ADMIN"]}}),
+         ["spec.podTemplate.securityContext.capabilities.add", "capabilities.add is forbidden"]),
+    Case("runAsUser 0", pod(securityContext={"runAsUser": 0}),
+         ["spec.podTemplate.securityContext.runAsUser", "must not be 0"]),
+    Case("runAsNonRoot false", pod(securityContext={"runAsNonRoot": False}),
+         ["spec.podTemplate.securityContext.runAsNonRoot", "must be true"]),
+    Case("bad schedulerName", pod(schedulerName="Not_Valid"),
+         ["spec.podTemplate.schedulerName"]),
+    Case("bad shmSize", pod(shmSize="lots"), ["spec.podTemplate.shmSize"]),
+    Case("unknown whenUnsatisfiable", pod(topologySpreadConstraints=[
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Maybe"}]),
+         ["spec.podTemplate.topologySpreadConstraints[0].whenUnsatisfiable"]),
     Case("name starting with a digit", with_name("1digits"), ["metadata.name must be a DNS-1035"]),
     Case("name too long", with_name("a" * 55), ["metadata.name must be at most 54"]),
 ]
@@ -155,6 +298,14 @@ UPDATE_CASES = [
            "spec.podTemplate.serviceAccountName is immutable"),
     update("scale out of range", job(), job(nodes={"min": 1, "max": 2, "count": 5}),
            "spec.nodes.count must be between"),
+    update("adding a volume is forbidden", pod(), pod(volumes=[{"name": "v", "emptyDir": {}}]),
+           "spec.podTemplate.volumes is immutable"),
+    update("affinity is immutable even while suspended", job(suspend=True, podTemplate=POD_FIELDS),
+           job(suspend=True, podTemplate={**POD_FIELDS, "affinity": {"nodeAffinity": {}}}),
+           "spec.podTemplate.affinity is immutable"),
+    update("envFrom is immutable", job(), job(envFrom=[{"secretRef": {"name": "s"}}]),
+           "spec.envFrom is immutable"),
+    update("unchanged pod fields", job(podTemplate=POD_FIELDS), job(podTemplate=POD_FIELDS)),
 ]
 
 ALL_CASES = CREATE_CASES + UPDATE_CASES

@@ -81,6 +81,25 @@ def test_cluster_only_data_is_refused(tmp_path: Path, data: dict[str, str], fiel
         local_apps(make_job(data=data), workdir=tmp_path, port=1, python="py")
 
 
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"env": [{"name": "A", "value": "1"},
+              {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+     r"spec\.env\[1\]\.valueFrom \(KEY\)"),
+    ({"envFrom": [{"configMapRef": {"name": "team"}}]}, r"spec\.envFrom\[0\]"),
+])
+def test_secrets_and_config_maps_are_refused(tmp_path: Path, spec: dict[str, Any],
+                                             field: str) -> None:
+    with pytest.raises(LocalPlanError, match=field):
+        local_apps(make_job(**spec), workdir=tmp_path, port=1, python="py")
+
+
+def test_pod_only_fields_are_ignored_locally(tmp_path: Path) -> None:
+    job = make_job(podTemplate={"readOnlyRootFilesystem": True, "shmSize": "1Gi",
+                                "securityContext": {"runAsUser": 1000}})
+    apps = local_apps(job, workdir=tmp_path, port=1, python="py", job_uid=UID)
+    assert "HOME" not in role(apps.workers, WORKER_ROLE).env
+
+
 def test_progress_lines_are_parsed_with_the_operators_model() -> None:
     line = ('[rank0]: COGWORK_PROGRESS {"event":"progress","progressPercentage":45,'
             '"estimatedRemainingSeconds":75,"step":120,"totalSteps":264,"epoch":5,'

@@ -38,7 +38,7 @@ def worker_args(job: TrainJob, **kwargs: Any) -> list[str]:
 
 def test_torchrun_command_follows_the_contract() -> None:
     assert worker_args(make_job()) == [
-        "-m", "cogwork_trainer.launch",
+        "-m", "cogwork_sdk.launch",
         "--nnodes=2:4",
         "--nproc-per-node=2",
         "--rdzv-backend=c10d",

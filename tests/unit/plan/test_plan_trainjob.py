@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,7 +111,7 @@ def test_pods_pass_pod_security_restricted(which: str) -> None:
 
 def test_worker_command_is_torchrun_as_pid_1() -> None:
     command = container(worker_pod(make_job(), 0, SETTINGS))["command"]
-    assert command[:3] == ["python", "-m", "cogwork_trainer.launch"]
+    assert command[:3] == ["python", "-m", "cogwork_sdk.launch"]
     assert "--local-addr=$(POD_IP)" in command and "--nnodes=1:3" in command
 
 
@@ -264,7 +266,7 @@ def test_user_image_gets_the_launcher_from_an_init_container() -> None:
     main = container(pod)
     (init,) = pod["spec"]["initContainers"]
     assert main["image"] == USER_IMAGE and init["image"] == DEFAULT_IMAGE
-    assert init["command"] == ["python", "-m", contract.INSTALL_LAUNCHER_MODULE,
+    assert init["command"] == ["python", "-m", contract.INSTALL_SDK_MODULE,
                                contract.LAUNCHER_DIR]
     assert init["securityContext"]["allowPrivilegeEscalation"] is False
     launcher = f"{contract.LAUNCHER_DIR}/{contract.LAUNCHER_FILE}"
@@ -289,10 +291,153 @@ def test_trainer_image_needs_no_init_container() -> None:
     assert all(v["name"] != "cogwork-launcher" for v in pod["spec"]["volumes"])
 
 
-def test_installed_launcher_is_the_contracts_file(tmp_path: Any) -> None:
-    from cogwork_trainer import install_launcher
+# ---- spec.podTemplate pod fields -------------------------------------------------------------
 
-    target = install_launcher.install(tmp_path / "launcher")
-    assert target.name == contract.LAUNCHER_FILE
-    assert target.read_text() == install_launcher.LAUNCHER.read_text()
-    assert "import cogwork" not in target.read_text()  # torch-only: runs in a user's image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+from trainjob_cases import POD_FIELDS  # noqa: E402  (the admission cases' valid pod fields)
+
+
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in items}
+
+
+def test_user_volumes_and_mounts_reach_the_trainer_container_only() -> None:
+    job = make_job(image=USER_IMAGE, task=None, script={"command": ["python", "t.py"]},
+                   podTemplate=POD_FIELDS)
+    pod = worker_pod(job, 0, SETTINGS)
+    volumes = by_name(pod["spec"]["volumes"])
+    assert volumes["datasets"] == {"name": "datasets", "persistentVolumeClaim": {
+        "claimName": "imagenet", "readOnly": True}}
+    assert volumes["config"]["configMap"] == {
+        "name": "team", "items": [{"key": "train.yaml", "path": "conf/train.yaml", "mode": 0o444}],
+        "defaultMode": 0o644, "optional": True}
+    assert volumes["creds"]["secret"] == {"secretName": "s3", "defaultMode": 0o400}
+    assert volumes["fast"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    mounts = {m["mountPath"]: m for m in container(pod)["volumeMounts"]}
+    assert mounts["/datasets"] == {"name": "datasets", "mountPath": "/datasets",
+                                   "readOnly": True}
+    assert mounts["/etc/team"] == {"name": "config", "mountPath": "/etc/team", "subPath": "conf"}
+    (init,) = pod["spec"]["initContainers"]
+    assert all(m["name"] not in ("datasets", "config", "creds") for m in init["volumeMounts"])
+    assert len(volumes) == len(pod["spec"]["volumes"])  # names stay unique
+    assert len(mounts) == len(container(pod)["volumeMounts"])
+    store = rendezvous_pod(job, SETTINGS)
+    assert "datasets" not in by_name(store["spec"]["volumes"])
+
+
+def test_scheduling_fields() -> None:
+    job = make_job(podTemplate=POD_FIELDS)
+    worker, store = worker_pod(job, 0, SETTINGS), rendezvous_pod(job, SETTINGS)
+    assert worker["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+    assert worker["spec"]["affinity"] == POD_FIELDS["affinity"]
+    assert worker["spec"]["topologySpreadConstraints"] == POD_FIELDS["topologySpreadConstraints"]
+    assert worker["spec"]["schedulerName"] == store["spec"]["schedulerName"] == "volcano"
+    for key in ("imagePullSecrets", "affinity", "topologySpreadConstraints"):
+        assert key not in store["spec"]  # the store is a small CPU pod of the operator's image
+
+
+def test_security_context_sets_only_who_the_workers_run_as() -> None:
+    job = make_job(podTemplate=POD_FIELDS)
+    worker, store = worker_pod(job, 0, SETTINGS), rendezvous_pod(job, SETTINGS)
+    assert worker["spec"]["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 0, "fsGroup": 1000,
+        "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
+    assert store["spec"]["securityContext"]["runAsUser"] == 65532
+    security = container(worker)["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and "privileged" not in security
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    for pod in (worker, store):  # the refused fields never reach a pod
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod["spec"])
+
+
+def test_partial_security_context_keeps_the_operator_defaults() -> None:
+    pod = worker_pod(make_job(podTemplate={"securityContext": {"runAsUser": 1234}}), 0, SETTINGS)
+    assert pod["spec"]["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 1234, "runAsGroup": 65532, "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def test_shm_size_limits_the_operators_dshm() -> None:
+    volumes = by_name(worker_pod(make_job(podTemplate={"shmSize": "8Gi"}), 0, SETTINGS)[
+        "spec"]["volumes"])
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+
+
+def test_value_from_and_env_from_come_after_the_plain_values() -> None:
+    job = make_job(env=[{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                        {"name": "MODE", "valueFrom": {"configMapKeyRef": {
+                            "name": "c", "key": "mode", "optional": True}}},
+                        {"name": "PLAIN", "value": "1"}],
+                   envFrom=[{"configMapRef": {"name": "team"}, "prefix": "TEAM_"},
+                            {"secretRef": {"name": "s3"}}])
+    pod = worker_pod(job, 0, SETTINGS)
+    env = container(pod)["env"]
+    names = [e["name"] for e in env]
+    assert names.index("PLAIN") < names.index("KEY") < names.index("MODE")
+    assert len(names) == len(set(names))
+    assert by_name(env)["KEY"] == {"name": "KEY", "valueFrom": {"secretKeyRef": {
+        "name": "s", "key": "k"}}}
+    assert by_name(env)["MODE"]["valueFrom"] == {"configMapKeyRef": {
+        "name": "c", "key": "mode", "optional": True}}
+    assert container(pod)["envFrom"] == [{"prefix": "TEAM_", "configMapRef": {"name": "team"}},
+                                         {"secretRef": {"name": "s3"}}]
+    store = container(rendezvous_pod(job, SETTINGS))
+    assert "envFrom" not in store and "KEY" not in by_name(store["env"])
+
+
+def test_value_from_stays_out_of_the_torchx_app() -> None:
+    from cogwork.plan.torchx_app import build_app, role
+
+    job = make_job(env=[{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+    app = build_app(job, job_uid=UID, namespace="ml", settings=SETTINGS)
+    assert "KEY" not in role(app, "worker").env
+
+
+def _read_only(c: dict[str, Any], pod: dict[str, Any]) -> bool:
+    if not c["securityContext"].get("readOnlyRootFilesystem"):
+        return False
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = by_name(pod["spec"]["volumes"])
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {}
+    assert volumes[mounts["/cogwork/home"]]["emptyDir"] == {}
+    assert by_name(c["env"])["HOME"]["value"] == "/cogwork/home"
+    return True
+
+
+def test_the_operators_image_runs_with_a_read_only_root_filesystem() -> None:
+    job = make_job()
+    worker, store = worker_pod(job, 0, SETTINGS), rendezvous_pod(job, SETTINGS)
+    assert _read_only(container(worker), worker) and _read_only(container(store), store)
+    user = make_job(image=USER_IMAGE, task=None, script={"command": ["python", "t.py"]})
+    pod = worker_pod(user, 0, SETTINGS)
+    (init,) = pod["spec"]["initContainers"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True  # our image
+    assert not _read_only(container(pod), pod)  # a user's image: only when asked
+    names = {v["name"] for v in pod["spec"]["volumes"]}
+    assert "cogwork-tmp" not in names and "HOME" not in by_name(container(pod)["env"])
+
+
+def test_user_image_opts_into_a_read_only_root_filesystem() -> None:
+    job = make_job(image=USER_IMAGE, task=None, script={"command": ["python", "t.py"]},
+                   podTemplate={"readOnlyRootFilesystem": True})
+    pod = worker_pod(job, 0, SETTINGS)
+    assert _read_only(container(pod), pod)
+
+
+def test_users_home_wins_over_the_operators() -> None:
+    pod = worker_pod(make_job(env=[{"name": "HOME", "value": "/scratch"}]), 0, SETTINGS)
+    assert [e for e in container(pod)["env"] if e["name"] == "HOME"] == [
+        {"name": "HOME", "value": "/scratch"}]
+
+
+def test_every_operator_volume_and_mount_is_reserved_in_the_api() -> None:
+    job = make_job(image=USER_IMAGE, task=None, script={"command": ["python", "t.py"]},
+                   data={"path": "a.npz", "claimName": "datasets"},
+                   podTemplate={"readOnlyRootFilesystem": True})
+    for pod in (worker_pod(job, 0, SETTINGS), rendezvous_pod(job, SETTINGS)):
+        for volume in pod["spec"]["volumes"]:
+            assert contract.is_operator_volume_name(volume["name"]), volume
+        for c in [*pod["spec"]["containers"], *pod["spec"].get("initContainers", [])]:
+            for mount in c.get("volumeMounts", []):
+                assert contract.overlaps_operator_mount(mount["mountPath"]), mount

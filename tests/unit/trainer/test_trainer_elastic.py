@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cogwork_sdk.report import PREFIX
 from cogwork_trainer import train
 from cogwork_trainer.data import load_dataset
 from cogwork_trainer.models import load_model
-from cogwork_trainer.report import PREFIX
 
 TRAINER_IMAGE = Path(__file__).resolve().parents[3] / "trainer-image"
 TASK = {"epochs": 3, "seed": 0}  # 22 steps per epoch at the default global batch of 64
@@ -244,7 +244,7 @@ def test_failed_agent_keeps_rendezvous_open_for_its_replacement(
     marker = tmp_path / "ran"
 
     def agent(program: str) -> subprocess.CompletedProcess[bytes]:
-        cmd = [sys.executable, "-m", "cogwork_trainer.launch", "--nnodes=1:2",
+        cmd = [sys.executable, "-m", "cogwork_sdk.launch", "--nnodes=1:2",
                "--nproc-per-node=1", "--rdzv-backend=c10d",
                f"--rdzv-endpoint=127.0.0.1:{store}", "--rdzv-id=job-uid-1",
                "--rdzv-conf=is_host=false,join_timeout=20,last_call_timeout=1",

@@ -6,7 +6,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from cogwork.api.trainjob import TrainJob
+from cogwork.plan.progress import ProgressReport, status_patch
 from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, next_indices, reconcile
 from cogwork.plan.tunejob_trials import (
     ANNOTATION_PARAMS,
@@ -18,7 +20,7 @@ from cogwork.plan.tunejob_trials import (
     learning_curve,
     observe_trial,
 )
-from tuning_helpers import trial, tunejob
+from tuning_helpers import LR, trial, tunejob
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PARAMS = {"lr": 0.0123456789, "width": 48, "batch": "128"}
@@ -80,6 +82,19 @@ def test_step_curve_and_evaluation_fallback() -> None:
     assert seen is not None and seen.value == 0.91
 
 
+def test_epoch_curve_of_a_script_that_reports_epochs_without_steps() -> None:
+    """Stdout metrics `epoch=N val_accuracy=...`: every report lands in history at its epoch
+    (step 0 throughout), so the pruner sees the whole curve, not only the latest point."""
+    status: dict[str, Any] = {}
+    for epoch, value in ((1, "0.5"), (2, "0.7"), (3, "0.8")):
+        report = ProgressReport.model_validate(
+            {"epoch": epoch, "metrics": [{"name": "val_accuracy", "value": value}]})
+        patch = status_patch(status, report, "2026-12-02T00:00:00Z")
+        status = {**status, **patch}
+    assert [p.get("epoch") for p in status["metrics"]["history"]] == [1, 2, 3]
+    assert learning_curve({}, status, "val_accuracy", "epoch") == {1: 0.5, 2: 0.7, 3: 0.8}
+
+
 def test_params_reach_typed_fields_and_env() -> None:
     job = tunejob({"name": "lr", "field": "task.learningRate",
                    "logUniform": {"min": "1e-4", "max": "1"}},
@@ -97,6 +112,40 @@ def test_params_reach_typed_fields_and_env() -> None:
     assert spec["task"]["batchSize"] == 64
     assert spec["env"] == [{"name": "DROPOUT", "value": "0.25"}]
     TrainJob.model_validate({"metadata": {"name": "search-t0"}, "spec": spec})  # still valid
+
+
+def test_pod_fields_of_the_template_reach_every_trial() -> None:
+    pod_template = {
+        "volumes": [{"name": "creds", "secret": {"secretName": "s3"}}],
+        "volumeMounts": [{"name": "creds", "mountPath": "/creds", "readOnly": True}],
+        "imagePullSecrets": [{"name": "registry"}], "schedulerName": "volcano",
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "securityContext": {"runAsUser": 1000}, "shmSize": "1Gi",
+        "readOnlyRootFilesystem": True}
+    env = [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+           {"name": "DROPOUT", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "d"}}}]
+    job = tunejob(LR, {"name": "drop", "env": "DROPOUT", "uniform": {"min": "0", "max": "0.5"}},
+                  trialTemplate={"task": {"name": "image-classification"},
+                                 "data": {"dataset": "digits"}, "env": env,
+                                 "envFrom": [{"secretRef": {"name": "s3"}}],
+                                 "podTemplate": pod_template})
+    actions = reconcile(job, [], EngineDecision(proposals=[Proposal(0, {"lr": 0.1,
+                                                                        "drop": 0.2})]), NOW)
+    spec = actions.create[0]["spec"]
+    assert spec["podTemplate"] == pod_template
+    assert spec["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    # A parameter's env replaces the template's entry of that name, valueFrom included.
+    assert spec["env"] == [{"name": "KEY", "value": "",
+                            "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                           {"name": "DROPOUT", "value": "0.2"}]
+    TrainJob.model_validate({"metadata": {"name": "search-t0"}, "spec": spec})  # still valid
+
+
+def test_the_template_refuses_what_a_trainjob_refuses() -> None:
+    with pytest.raises(ValueError, match=r"trialTemplate\.podTemplate\.hostNetwork"):
+        tunejob(trialTemplate={"task": {"name": "image-classification"},
+                               "data": {"dataset": "digits"},
+                               "podTemplate": {"hostNetwork": True}})
 
 
 def test_first_pass_creates_parallel_trials_with_labels_and_params() -> None:

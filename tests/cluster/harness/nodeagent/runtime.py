@@ -22,7 +22,13 @@ SH = "/bin/sh"
 IP = shutil.which("ip") or "/usr/sbin/ip"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 MOUNT = shutil.which("mount") or "/usr/bin/mount"
+UMOUNT = shutil.which("umount") or "/usr/bin/umount"
+MKDIR = shutil.which("mkdir") or "/usr/bin/mkdir"
+TOUCH = shutil.which("touch") or "/usr/bin/touch"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Where a container's mount sources are bound before any target is mounted (a tmpfs of its
+# private mount namespace; only the empty directory exists on the host).
+STAGE = Path("/run/cogwork-mounts")
 
 # $0 is the cgroup dir: the shell joins it, then becomes (exec) the namespaced command, so the
 # pid Popen holds is the container's main process and its exit status is the container's.
@@ -79,11 +85,24 @@ def _prepare_mountpoints(mounts: list[Mount]) -> None:
 def render_script(spec: LaunchSpec) -> str:
     lines = ["set -e", f"echo {shlex.quote(spec.hostname[:63])} > /proc/sys/kernel/hostname"]
     # Parents before children so a mount at /a/b is not hidden by a later mount at /a.
-    for m in sorted(spec.mounts, key=lambda m: m.dst.rstrip("/").count("/")):
-        src, dst = shlex.quote(str(m.src)), shlex.quote(m.dst)
-        lines.append(f"{MOUNT} --bind {src} {dst}")
+    ordered = sorted(spec.mounts, key=lambda m: m.dst.rstrip("/").count("/"))
+    if ordered:
+        # Every source is bound into the stage first: a mount at /tmp (an emptyDir of a pod
+        # with a read-only root filesystem) would otherwise hide the later sources that live
+        # under the agent's work dir in /tmp, as a real runtime's host paths never are.
+        stage = shlex.quote(str(STAGE))
+        lines.append(f"{MOUNT} -t tmpfs -o mode=0700,size=64k cogwork-stage {stage}")
+        for i, m in enumerate(ordered):
+            make = MKDIR if m.src.is_dir() else TOUCH
+            lines.append(f"{make} {stage}/{i}")
+            lines.append(f"{MOUNT} --bind {shlex.quote(str(m.src))} {stage}/{i}")
+    for i, m in enumerate(ordered):
+        dst = shlex.quote(m.dst)
+        lines.append(f"{MOUNT} --bind {shlex.quote(str(STAGE))}/{i} {dst}")
         if m.read_only:
             lines.append(f"{MOUNT} -o remount,bind,ro {dst}")
+    if ordered:
+        lines.append(f"{UMOUNT} -l {shlex.quote(str(STAGE))}")
     lines.append(f"cd {shlex.quote(spec.workdir or '/')}")
     lines.append("exec " + " ".join(shlex.quote(a) for a in spec.argv))
     return "\n".join(lines) + "\n"
@@ -91,6 +110,7 @@ def render_script(spec: LaunchSpec) -> str:
 
 def launch(spec: LaunchSpec) -> subprocess.Popen[bytes]:
     spec.cgroup.mkdir(parents=True, exist_ok=True)
+    STAGE.mkdir(parents=True, exist_ok=True)
     _prepare_mountpoints(spec.mounts)
     spec.script.parent.mkdir(parents=True, exist_ok=True)
     spec.script.write_text(render_script(spec))

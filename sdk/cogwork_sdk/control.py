@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import distributed as cdist
+from . import dist as cdist
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cogwork_trainer.control import (
+from cogwork_sdk.control import (
     CHECKPOINT_REQUEST,
     STOP,
     Control,

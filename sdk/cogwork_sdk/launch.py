@@ -1,0 +1,128 @@
+"""torchrun, with the failing worker's exit code as the process exit code, and the workers'
+stdout metrics reported to the operator.
+
+Plain torchrun exits 1 whatever its workers died of, which would hide a user script's exit code
+from the TrainJob's failure policy. This runs torchrun's own `main` and, when the worker group
+fails for good, exits with the first failure's code (a signal N becomes 128 + N, as a container
+runtime reports it). Usage is torchrun's: `python -m cogwork_sdk.launch [torchrun args]`.
+
+It also leaves the job's rendezvous open when this agent gives up. Plain torchrun closes the
+rendezvous for every node when one agent fails for good, so a replacement pod (the operator's
+RestartNode) could never join the group again and the survivors would fail too. Here the operator
+owns the group's lifetime; only a successful agent closes the rendezvous (so late joiners exit).
+
+With COGWORK_METRICS_FORMAT set (script jobs), the workers' stdout passes through a pipe that
+this process copies to its own stdout line by line, reporting `name=value` lines (see
+stdout_metrics) as progress: zero-code metrics, as Katib's StdOut collector, but with torchrun
+still PID 1 and no shell in between. Only stdout is read: library warnings on stderr must not
+become metrics. Needs torch; the rest of the SDK does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from typing import IO
+
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
+from torch.distributed.run import main as torchrun_main
+
+from .report import Reporter
+from .stdout_metrics import MetricLines, formats_from_env
+
+_close_rendezvous = DynamicRendezvousHandler.shutdown
+METRICS_FORMAT_ENV = "COGWORK_METRICS_FORMAT"
+
+
+def _shutdown_unless_failing(self: DynamicRendezvousHandler) -> bool:
+    # torchrun calls shutdown() from launch_agent's `finally`; an exception in flight there
+    # means the agent is failing (signals already skip the call), so the rendezvous stays open.
+    if sys.exc_info()[0] is not None:
+        return True
+    return bool(_close_rendezvous(self))
+
+
+def exit_code_of(err: ChildFailedError) -> int:
+    _, first = err.get_first_failure()
+    code = int(first.exitcode)
+    return 128 - code if code < 0 else (code or 1)
+
+
+class StdoutMetrics:
+    """Puts a pipe under fd 1 (which the workers inherit) and copies it to the real stdout,
+    reporting the metric lines it sees. This process's own prints keep the real stdout."""
+
+    def __init__(self, lines: MetricLines, reporter: Reporter) -> None:
+        self.lines, self.reporter = lines, reporter
+        self._unsent = False
+        self._last_epoch: int | None = None
+        read_fd, write_fd = os.pipe()
+        self._stdout_fd = os.dup(1)
+        sys.stdout.flush()
+        os.dup2(write_fd, 1)
+        os.close(write_fd)
+        sys.stdout = os.fdopen(os.dup(self._stdout_fd), "w", buffering=1)
+        self._out: IO[bytes] = os.fdopen(self._stdout_fd, "wb", buffering=0)
+        self._thread = threading.Thread(target=self._copy, args=(os.fdopen(read_fd, "rb"),),
+                                        name="cogwork-stdout", daemon=True)
+        self._thread.start()
+
+    def _copy(self, pipe: IO[bytes]) -> None:
+        for raw in pipe:
+            with contextlib.suppress(OSError):  # nobody reads it: keep draining the workers'
+                self._out.write(raw)
+            if self.lines.feed(raw.decode("utf-8", errors="replace")):
+                epoch = self.lines.epoch
+                sent = self.reporter.emit("progress", force=epoch != self._last_epoch,
+                                          **self.lines.report_fields())
+                self._last_epoch = epoch
+                self._unsent = not sent
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Restore fd 1 (the pipe's last writer once the workers are gone), copy what is left,
+        send the newest values if rate-limiting held them back, and deliver the queue."""
+        sys.stdout.flush()
+        os.dup2(self._out.fileno(), 1)
+        self._thread.join(timeout_s)
+        if self._unsent:
+            self.reporter.emit("progress", force=True, **self.lines.report_fields())
+        self.reporter.close()
+
+
+def _stdout_metrics() -> StdoutMetrics | None:
+    value = os.environ.get(METRICS_FORMAT_ENV)
+    if value is None:
+        return None
+    try:
+        formats = formats_from_env(value)
+    except (ValueError, TypeError, re.error) as e:  # checked at apply; never fail training
+        print(f"cogwork: ignoring {METRICS_FORMAT_ENV} ({e})", file=sys.stderr)
+        return None
+    if not formats:
+        return None  # an empty list turns zero-code metrics off
+    reporter = Reporter(os.environ.get("COGWORK_REPORT_URL"),
+                        os.environ.get("COGWORK_REPORT_TOKEN_FILE"),
+                        os.environ.get("COGWORK_REPORT_CA"),
+                        )  # without a URL (`cogwork run`) it prints COGWORK_PROGRESS lines
+    return StdoutMetrics(MetricLines(formats), reporter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    DynamicRendezvousHandler.shutdown = _shutdown_unless_failing  # type: ignore[method-assign]
+    metrics = _stdout_metrics()
+    try:
+        torchrun_main(argv)
+    except ChildFailedError as err:
+        return exit_code_of(err)
+    finally:
+        if metrics is not None:
+            metrics.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
