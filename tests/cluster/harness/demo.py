@@ -4,12 +4,13 @@ follow it live."""
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from cogwork.local.console import evaluation_lines
 
 from .__main__ import write_kubectl_shim
 from .cluster import Cluster
@@ -84,8 +85,10 @@ def main() -> int:
               f"  {kubectl} --kubeconfig {kubeconfig} logs -f {name}-node-0", flush=True)
         job = follow(cluster, "default", name, args.timeout)
         status = job["status"]
-        print(json.dumps({k: status.get(k) for k in ("phase", "restarts", "evaluation")},
-                         indent=1)[:3000])
+        # The way `cogwork run` shows it: accuracy, macro F1, the confusion matrix as a table.
+        print(f"phase {status.get('phase')}, restarts {status.get('restarts', 0)}")
+        for line in evaluation_lines(status.get("evaluation") or {}):
+            print(line)
         if status.get("phase") != "Succeeded":
             print(f"job failed; logs under {workdir}", file=sys.stderr)
             return 1

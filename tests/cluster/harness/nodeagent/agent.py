@@ -20,6 +20,7 @@ from .logs import LogError, LogRun, LogServer
 from .network import BRIDGE_IP, Network
 from .pod import Context, PodWorker
 from .provisioner import Provisioner
+from .volumes import release_memory_volumes
 
 log = logging.getLogger("nodeagent")
 
@@ -110,6 +111,7 @@ class Agent:
         for w in workers:
             w.wake.set()
             w.thread.join(timeout=10)
+            release_memory_volumes(w.uid)  # host tmpfs mounts must not outlive the agent
         self.network.reclaim_stale()  # anything a stuck worker left behind (our pid is dying)
         self.network.remove_bridge_if_unused()
         if self.log_server is not None:

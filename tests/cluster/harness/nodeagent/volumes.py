@@ -11,12 +11,14 @@ import logging
 import os
 import secrets
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .envs import ConfigError, Sources, expand, field_value, resource_value
+from . import runtime
+from .envs import ConfigError, Sources, expand, field_value, parse_quantity, resource_value
 from .kube import Kube, parse_time
 from .runtime import Mount
 
@@ -40,6 +42,14 @@ class Token:
 
 
 # -- atomic writer ------------------------------------------------------------------------
+def release_memory_volumes(uid: str) -> None:
+    """Unmount a pod's sized tmpfs emptyDirs and remove its memory-backed directories."""
+    for path in sorted((SHM_ROOT / uid).glob("*")):
+        if os.path.ismount(path):
+            subprocess.run([runtime.UMOUNT, "-l", str(path)], check=False)
+    shutil.rmtree(SHM_ROOT / uid, ignore_errors=True)
+
+
 def _safe_rel(rel: str) -> str:
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if not parts or ".." in parts or rel.startswith("/"):
@@ -129,7 +139,7 @@ class VolumeManager:
         return any(t.refresh_at <= now for t in self.tokens.values())
 
     def cleanup(self) -> None:
-        shutil.rmtree(SHM_ROOT / self.uid, ignore_errors=True)
+        release_memory_volumes(self.uid)
 
     def mounts(self, container: Obj, env: dict[str, str]) -> list[Mount]:
         by_name = {v["name"]: v for v in self._volumes()}
@@ -154,6 +164,12 @@ class VolumeManager:
             medium = (vol["emptyDir"] or {}).get("medium")
             path = SHM_ROOT / self.uid / name if medium == "Memory" else default_dir
             path.mkdir(parents=True, exist_ok=True)
+            size = (vol["emptyDir"] or {}).get("sizeLimit")
+            if medium == "Memory" and size and not os.path.ismount(path):
+                # As the kubelet does: a tmpfs of sizeLimit, so /dev/shm has the asked size.
+                options = f"size={int(parse_quantity(str(size)))},mode=0777"
+                subprocess.run([runtime.MOUNT, "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                               check=True)
             path.chmod(0o777)
             return path
         if "hostPath" in vol:
