@@ -66,44 +66,14 @@ def make_ca(directory: Path, cn: str = "cogwork-test-ca") -> CertPair:
     return pair
 
 
-def make_serving_cert(
-    directory: Path, ca: CertPair, cn: str, dns_names: list[str], ips: list[str]
-) -> CertPair:
-    """A server certificate signed by `ca` for the given DNS names and IP addresses."""
+def _signed_by(ca: CertPair, directory: Path, cn: str, subject: x509.Name,
+               extensions: list[x509.ExtensionType]) -> CertPair:
+    """A new EC key and its certificate for `subject`, signed by `ca`, valid for a year."""
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    pair = CertPair(directory / f"{cn}.crt", directory / f"{cn}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pair.key, key)
-    return pair
-
-
-def make_client_cert(directory: Path, ca: CertPair, cn: str,
-                     organizations: tuple[str, ...] = ()) -> CertPair:
-    """A TLS client certificate signed by `ca` (CN: user name, O: groups)."""
-    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-                        + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
@@ -111,13 +81,34 @@ def make_client_cert(directory: Path, ca: CertPair, cn: str,
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     pair = CertPair(directory / f"{cn}.crt", directory / f"{cn}.key")
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pair.key, key)
     return pair
+
+
+def make_serving_cert(
+    directory: Path, ca: CertPair, cn: str, dns_names: list[str], ips: list[str]
+) -> CertPair:
+    """A server certificate signed by `ca` for the given DNS names and IP addresses."""
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    return _signed_by(ca, directory, cn, _name(cn), [
+        x509.SubjectAlternativeName(sans),
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])])
+
+
+def make_client_cert(directory: Path, ca: CertPair, cn: str,
+                     organizations: tuple[str, ...] = ()) -> CertPair:
+    """A TLS client certificate signed by `ca` (CN: user name, O: groups)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+                        + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return _signed_by(ca, directory, cn, subject,
+                      [x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])])
 
 
 def make_service_account_keys(directory: Path) -> CertPair:
