@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.images import BARE_IMAGE
+from harness.images import BARE_IMAGE, HF_IMAGE, HF_PACKAGES, installed
 from harness.jobs import Jobs
 from harness.operator import Operator
 
@@ -245,3 +245,36 @@ def test_secret_claim_data_and_shm_size_on_bare_image(jobs: Jobs, operator: Oper
     # The value reached the process, and nothing the operator writes shows it.
     shown = json.dumps(jobs.get("team-pod")) + json.dumps(jobs.events("team-pod"))
     assert secret not in shown and secret not in operator.log_file.read_text(errors="replace")
+
+
+@pytest.mark.skipif(not all(installed(p) for p in HF_PACKAGES),
+                    reason="transformers/accelerate not installed (the dev extra has them)")
+def test_hugging_face_trainer_reports_and_stops_on_request(jobs: Jobs) -> None:
+    """The HF script (one added line: the callback) on a team's HF image: progress with the
+    Trainer's total steps, its eval metrics in status, and a stop request (what the tuner sends
+    a pruned trial: spec.stop) ends it early with a checkpoint, Succeeded/Stopped."""
+    name = "hf"
+    job = plain_script_job(name, nodes={"min": 1, "max": 1},
+                           resources={"cpu": "2", "memory": "2Gi"})
+    job["spec"]["image"] = HF_IMAGE
+    job["spec"]["script"] = {"command": ["python", "train_hf.py"],
+                             "args": ["--max-steps", "3000", "--save-steps", "1000"]}
+    jobs.apply(job)
+    def evaluated() -> dict[str, Any] | None:
+        status = jobs.status(name)
+        latest = (status.get("metrics") or {}).get("latest") or []
+        return status if any(m["name"] == "eval_loss" for m in latest) else None
+
+    status = jobs.wait_for("an evaluation in status", evaluated, timeout=300)
+    assert status["progress"]["totalSteps"] == 3000
+    assert 0 < status["progress"]["step"] < 3000
+    jobs.cluster.kubectl("patch", f"trainjob/{name}", "-n", jobs.namespace, "--type=merge",
+                         "-p", '{"spec": {"stop": true}}')
+    status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=180)
+    assert status["phase"] == "Succeeded", status.get("conditions")
+    succeeded = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert succeeded["reason"] == "Stopped"
+    assert status["progress"]["step"] < 3000  # stopped early, at the next step
+    assert status["lastCheckpointStep"] == status["progress"]["step"]  # saved on the way out
+    latest = {m["name"] for m in status["metrics"]["latest"]}
+    assert {"loss", "eval_loss", "learning_rate"} <= latest

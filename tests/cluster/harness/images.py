@@ -4,7 +4,8 @@
 code (examples/user-code at /workspace), nothing of Cogwork: `import cogwork`,
 `import cogwork_trainer` and `import kopf` fail there. It is a venv whose site-packages link the
 distributions of torch and numpy (with their requirements) from the project's environment, so
-it costs no download and seconds to build; it is rebuilt when missing.
+it costs no download and seconds to build; it is rebuilt when missing. `hf` is the same with
+Hugging Face Transformers (and accelerate, which its Trainer needs) added: a team's HF image.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from packaging.requirements import Requirement
 from .controlplane import REPO_ROOT
 
 BARE_IMAGE = "cogwork.test/bare:1"
+HF_IMAGE = "cogwork.test/hf:1"
 USER_CODE = REPO_ROOT / "examples/user-code"
 IMAGES_DIR = REPO_ROOT / ".build/images"
 BARE_PACKAGES = ("torch", "numpy")
+HF_PACKAGES = (*BARE_PACKAGES, "transformers", "accelerate")
 
 
 def closure(roots: tuple[str, ...]) -> list[md.Distribution]:
@@ -55,8 +58,10 @@ def _top_level(dist: md.Distribution, site: Path) -> set[str]:
     return {n for n in names if (site / n).exists()}
 
 
-def build_bare(root: Path = IMAGES_DIR / "bare") -> Path:
-    """Create (once) the bare image's environment at `root`; returns `root`."""
+def build_bare(root: Path = IMAGES_DIR / "bare", packages: tuple[str, ...] = BARE_PACKAGES
+               ) -> Path:
+    """Create (once) an image's environment at `root` with `packages` and their requirements
+    from the project's environment, and the user's code at /workspace; returns `root`."""
     marker = root / ".built"
     if marker.exists():
         return root
@@ -65,7 +70,7 @@ def build_bare(root: Path = IMAGES_DIR / "bare") -> Path:
     site = Path(sysconfig.get_paths()["purelib"])
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     target = root / "lib" / version / "site-packages"
-    for dist in closure(BARE_PACKAGES):
+    for dist in closure(packages):
         for name in _top_level(dist, site):
             link = target / name
             if not link.exists() and not link.is_symlink():
@@ -79,4 +84,15 @@ def build_bare(root: Path = IMAGES_DIR / "bare") -> Path:
 
 def image_args() -> list[str]:
     """The node agent's `--image` arguments for every image of the local cluster."""
-    return ["--image", f"{BARE_IMAGE}={build_bare()}"]
+    args = ["--image", f"{BARE_IMAGE}={build_bare()}"]
+    if all(installed(p) for p in HF_PACKAGES):  # dev extra; without it the HF tests skip
+        args += ["--image", f"{HF_IMAGE}={build_bare(IMAGES_DIR / 'hf', HF_PACKAGES)}"]
+    return args
+
+
+def installed(name: str) -> bool:
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
