@@ -11,9 +11,10 @@ cluster; `--layout 2x1` is 2 nodes x 1 process, `1x2` 1 node x 2 processes. The 
 `torchrun --standalone --nproc-per-node=2 train_ddp.py`.
 
 The script times each epoch itself (`epoch_seconds=` on its metric line, rank 0's clock), so
-both sides are measured the same way; the first epochs (start-up, first DDP iterations) are
-left out. Steps per epoch are the same on both sides, so the ratio of steps/s is the inverse
-ratio of median epoch times. Runs alternate plain/cogwork to share the machine's noise.
+both sides are measured the same way, with gloo on the loopback interface; the first epochs
+(start-up, first DDP iterations) are left out. Steps per epoch are the same on both sides, so
+the ratio of steps/s is the inverse ratio of median epoch times. Runs alternate plain/cogwork
+to share the machine's noise.
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ import yaml
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from trainer_throughput import REPO, bench_env  # noqa: E402
+from trainer_throughput import REPO  # noqa: E402
+from trainer_throughput import bench_env as _trainer_bench_env  # noqa: E402
 
 SCRIPT = REPO / "examples" / "user-code" / "train_ddp.py"
 LINE = re.compile(r"^epoch=(\d+) .*epoch_seconds=([\d.]+)", re.MULTILINE)
 STEPS_PER_EPOCH = 25  # train_ddp.py: 1,638 training samples, global batch 64
+
+
+def bench_env() -> dict[str, str]:
+    # Gloo over loopback on both sides: plain torchrun --standalone would otherwise pick the
+    # interface of the host name, the TrainJob the --local-addr it is given (127.0.0.1 here).
+    return {**_trainer_bench_env(), "GLOO_SOCKET_IFNAME": "lo"}
 
 
 def steady_epoch_seconds(text: str, warmup_epochs: int) -> float:
