@@ -199,3 +199,120 @@ def test_review_rounds_collect_retrain_and_relabel(jobs: Jobs) -> None:
         # seeds + reviewed + round 0's auto-accepted labels, never the 400 validation items
         assert len(data["x"]) == len(data["y"]) == collected["trainingItems"] \
             == 300 + routed0 + auto_round0
+
+
+def own_claim(jobs: Jobs, name: str) -> Path:
+    """A claim of the team's own, bound, as a host directory the test writes into."""
+    jobs.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                "spec": {"accessModes": ["ReadWriteMany"],
+                         "resources": {"requests": {"storage": "1Gi"}}}})
+    jobs.wait_for(f"claim {name} bound", lambda: jobs.cluster.kubectl_json(
+        "get", "pvc", name, "-n", jobs.namespace).get("status", {}).get("phase") == "Bound",
+        timeout=60)
+    return claim_dir(jobs, name)
+
+
+def write_label_csv(path: Path, ids: list[str], labels: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["item_id", "label"])
+        writer.writerows(zip(ids, labels, strict=True))
+
+
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def test_users_model_from_a_script_trainjob_and_as_an_entrypoint_on_its_image(
+        jobs: Jobs) -> None:
+    """The team brings everything: a pool (.npz with class names) and label CSVs in a claim of
+    theirs, a script TrainJob on their image (torch + numpy, nothing of Cogwork) that writes a
+    TorchScript model into its checkpoints, and the same model's `predict(x)` in that image.
+    A LabelJob scores with the TorchScript file (fromTrainJob + format torchscript + path) and
+    another with the entrypoint (score pods on the bare image, the scorer copied in by an init
+    container); both certify and auto-accept as with the built-in model."""
+    from harness.images import BARE_IMAGE
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, truth = digits.images.astype(np.float32), digits.target
+    ids = [f"img-{i:04d}" for i in range(len(x))]
+    order = np.random.default_rng(7).permutation(len(x))
+    seed, val = order[:300], order[300:700]
+    data = own_claim(jobs, "team-data")
+    np.savez(data / "pool.npz", x=x, id=np.asarray(ids), classes=np.asarray(NAMES))
+    np.savez(data / "train.npz", x=x[seed], y=truth[seed])
+    write_label_csv(data / "seed.csv", [ids[i] for i in seed], [NAMES[truth[i]] for i in seed])
+    write_label_csv(data / "val.csv", [ids[i] for i in val], [NAMES[truth[i]] for i in val])
+    own_pool = {"pool": {"path": "pool.npz", "claimName": "team-data"},
+                "seed": {"path": "seed.csv"},
+                "autoAccept": {"targetPrecision": "0.95", "confidence": "0.95",
+                               "validation": {"path": "val.csv"}},
+                "inference": {"replicas": 2, "cpu": "1", "memory": "1Gi"},
+                "labelErrors": {"enabled": False}}
+
+    # The script TrainJob and the LabelJob that waits for its TorchScript file, at once.
+    jobs.apply({"apiVersion": API, "kind": "TrainJob", "metadata": {"name": "team-train"},
+                "spec": {"image": BARE_IMAGE, "nodes": {"min": 1, "max": 1},
+                         "resources": {"cpu": "1", "memory": "1Gi"},
+                         "data": {"path": "train.npz", "claimName": "team-data"},
+                         # Data and output from the TrainJob's environment (COGWORK_TASK's
+                         # dataset, COGWORK_CHECKPOINT_DIR).
+                         "script": {"command": ["python", "label_model.py"]}}})
+    jobs.apply(labeljob("team-ts", model={"fromTrainJob": "team-train", "format": "torchscript",
+                                          "path": "label_model.ts"}, **own_pool))
+    trained = jobs.wait_phase("team-train", "Succeeded", "Failed", timeout=300)
+    assert trained["phase"] == "Succeeded", trained.get("conditions")
+
+    # The entrypoint loads the weights the script saved next to it; the team puts them in the
+    # pool's claim (mounted at /cogwork/data in the score pods).
+    ckpt = claim_dir(jobs, "team-train-ckpt")
+    (data / "label_model.pt").write_bytes((ckpt / "label_model.pt").read_bytes())
+    jobs.apply(labeljob("team-fn", model={"entrypoint": "label_model:predict",
+                                          "image": BARE_IMAGE}, **own_pool))
+
+    def finished(name: str) -> dict[str, Any] | None:
+        status = label_status(jobs, name)
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    def score_pods(name: str) -> dict[str, Any] | None:
+        pods = jobs.pods(f"cogwork.dev/job-name={name},cogwork.dev/role=score")
+        return {p["metadata"]["name"]: p for p in pods} if len(pods) == 2 else None
+
+    fn_pods = jobs.wait_for("entrypoint score pods", lambda: score_pods("team-fn"), timeout=120)
+    results = {}
+    for name in ("team-ts", "team-fn"):
+        status = jobs.wait_for(f"{name} finished", lambda n=name: finished(n), timeout=420)
+        assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:3000]
+        counts = status["counts"]
+        assert counts["total"] == counts["predicted"] == len(x)
+        assert counts["humanLabeled"] == 400 and counts["autoAccepted"] > 0
+        assert condition(status, "Certified")["status"] == "True"
+        assert status["certifiedLowerBound"] >= 0.95
+        with open(claim_dir(jobs, f"{name}-labels") / "labels" / "labels.csv", newline="") as f:
+            auto = [r for r in csv.DictReader(f) if r["source"] == "auto"]
+        assert len(auto) == counts["autoAccepted"]
+        by_id = dict(zip(ids, truth.tolist(), strict=True))
+        precision = float(np.mean([NAMES[by_id[r["item_id"]]] == r["label"] for r in auto]))
+        results[name] = (counts["autoAccepted"], status["certifiedLowerBound"],
+                         status["threshold"], precision, status["modelVersion"])
+        print(f"{name}: auto-accepted {counts['autoAccepted']} of {len(x)}, certified "
+              f"precision >= {status['certifiedLowerBound']:.4f} (target 0.95), threshold "
+              f"{status['threshold']:.4f}, realized precision {precision:.4f}")
+        assert precision >= 0.95
+    assert results["team-ts"][4].startswith("team-train-g")
+    assert results["team-fn"][4] == "label_model:predict"
+    # Same weights, same inputs (TorchScript vs eager may differ in the last bits).
+    assert abs(results["team-ts"][0] - results["team-fn"][0]) <= 5
+
+    # The entrypoint's score pods ran the team's image, the scorer came from ours.
+    for pod in fn_pods.values():
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == BARE_IMAGE
+        assert container["command"][1] == "/cogwork/scorer/run.py"
+        (init,) = pod["spec"]["initContainers"]
+        assert init["image"] != BARE_IMAGE
+        assert "cogwork_trainer.labeling.install_scorer" in init["command"]
+    log = jobs.cluster.pod_log(jobs.namespace, "team-fn-score-0", "labeler")
+    assert "scoring with entrypoint label_model:predict" in log
+    merge = {p["metadata"]["name"]: p for p in jobs.pods("cogwork.dev/job-name=team-fn")}
+    assert merge["team-fn-merge"]["spec"]["containers"][0]["image"] != BARE_IMAGE

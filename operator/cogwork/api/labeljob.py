@@ -56,6 +56,8 @@ ROUNDS_NEED_TRAINJOB = ("needs spec.model.fromTrainJob: each round retrains a co
                         "TrainJob on the labels gathered so far")
 ROUNDS_NEED_PEOPLE = ("needs spec.sink.labelStudio to bring people's labels back (or a bundled "
                       "spec.pool.dataset, whose hidden labels answer in a demo)")
+ENTRYPOINT_NEEDS_POOL_FILE = ("spec.model.entrypoint needs spec.pool.path: its score pods run "
+                              "in spec.model.image, which holds no bundled dataset")
 # Mutable: suspend, ttlSecondsAfterFinished, review (more rounds or labels may be granted).
 IMMUTABLE = ("image", "imagePullPolicy", "model", "pool", "seed", "inference", "autoAccept",
              "labelErrors", "sink", "output", "randomSeed", "activeDeadlineSeconds")
@@ -76,6 +78,8 @@ def _spec_validations() -> dict[str, Any]:
             f"spec.autoAccept.validation.humanBudget {DEMO_ONLY}",
             field_path=".autoAccept.validation.humanBudget"),
     ]
+    rules.append(cel("!has(self.model.entrypoint) || has(self.pool.path)",
+                     ENTRYPOINT_NEEDS_POOL_FILE, field_path=".model.entrypoint"))
     rules += [
         cel("self.review.maxRounds <= 1 || has(self.model.fromTrainJob)",
             f"spec.review.maxRounds > 1 {ROUNDS_NEED_TRAINJOB}", field_path=".review.maxRounds"),
@@ -126,6 +130,8 @@ class LabelJobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _demo_only_sources(self) -> Self:
+        if self.model.entrypoint is not None and self.pool.path is None:
+            raise ValueError(ENTRYPOINT_NEEDS_POOL_FILE)
         if self.review.max_rounds > 1:
             if self.model.from_train_job is None:
                 raise ValueError(f"spec.review.maxRounds > 1 {ROUNDS_NEED_TRAINJOB}")

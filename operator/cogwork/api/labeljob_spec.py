@@ -7,7 +7,7 @@ validator, so `cogwork run` rejects what the apiserver rejects, with the same fi
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -35,35 +35,118 @@ def _exactly_one(a: str, b: str, where: str) -> dict[str, str]:
                f"exactly one of {where}.{a} or {where}.{b} must be set")
 
 
+ModelFormat = Literal["cogwork", "torchscript", "export"]
+ModelOutputs = Literal["logits", "probabilities"]
+# `package.module:function`, imported in spec.model.image.
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+# True when the model is the user's own (a TorchScript or torch.export file, or a function):
+# only those take spec.model.outputs and spec.model.classes.
+_CEL_USER_MODEL = "(has(self.entrypoint) || (has(self.format) && self.format != 'cogwork'))"
+MODEL_NEEDS_SOURCE = ("spec.model needs one of spec.model.fromTrainJob, spec.model.path or "
+                      "spec.model.entrypoint")
+ENTRYPOINT_ALONE = ("spec.model.entrypoint cannot be combined with spec.model.fromTrainJob or "
+                    "spec.model.path: the function is the model")
+ENTRYPOINT_IMAGE = ("spec.model.entrypoint and spec.model.image must be set together: the "
+                    "function is imported and run in that image")
+ENTRYPOINT_FORMAT = ("spec.model.format describes a model file: leave it out with "
+                     "spec.model.entrypoint")
+TRAINJOB_PATH_FORMAT = ("spec.model.path with spec.model.fromTrainJob needs spec.model.format "
+                        "torchscript or export: a TrainJob's cogwork model is always its model.pt")
+TRAINJOB_FILE_PATH = ("spec.model.format torchscript or export with spec.model.fromTrainJob "
+                      "needs spec.model.path: the file the TrainJob wrote, relative to its "
+                      "checkpoint claim")
+CLAIM_NEEDS_PATH = ("spec.model.claimName requires spec.model.path, and not "
+                    "spec.model.fromTrainJob (whose file is on the TrainJob's checkpoint claim)")
+USER_MODEL_ONLY = ("is for torchscript, export and entrypoint models: a cogwork model.pt "
+                   "carries its class names and gives logits")
+
+
 class ModelSource(SpecModel):
-    """The model that pre-labels the pool: a TrainJob's output or a model file."""
+    """The model that pre-labels the pool: a TrainJob's output, a model file, or a function in
+    the user's image (docs/labeljob.md, "Your own model")."""
 
     model_config = ConfigDict(json_schema_extra=validations(
-        _exactly_one("fromTrainJob", "path", "spec.model"),
-        cel("!has(self.claimName) || has(self.path)", "spec.model.claimName requires "
-            "spec.model.path", field_path=".claimName")))
+        cel("has(self.fromTrainJob) || has(self.path) || has(self.entrypoint)",
+            MODEL_NEEDS_SOURCE),
+        cel("!has(self.entrypoint) || (!has(self.fromTrainJob) && !has(self.path))",
+            ENTRYPOINT_ALONE, field_path=".entrypoint"),
+        cel("has(self.entrypoint) == has(self.image)", ENTRYPOINT_IMAGE, field_path=".image"),
+        cel("!has(self.entrypoint) || !has(self.format)", ENTRYPOINT_FORMAT,
+            field_path=".format"),
+        cel("!has(self.fromTrainJob) || !has(self.path) || "
+            "(has(self.format) && self.format != 'cogwork')", TRAINJOB_PATH_FORMAT,
+            field_path=".path"),
+        cel("!has(self.fromTrainJob) || !has(self.format) || self.format == 'cogwork' || "
+            "has(self.path)", TRAINJOB_FILE_PATH, field_path=".path"),
+        cel("!has(self.claimName) || (has(self.path) && !has(self.fromTrainJob))",
+            CLAIM_NEEDS_PATH, field_path=".claimName"),
+        cel(f"!has(self.outputs) || {_CEL_USER_MODEL}", f"spec.model.outputs {USER_MODEL_ONLY}",
+            field_path=".outputs"),
+        cel(f"!has(self.classes) || {_CEL_USER_MODEL}", f"spec.model.classes {USER_MODEL_ONLY}",
+            field_path=".classes")))
 
     from_train_job: DnsName | None = Field(
         default=None, description="Name of a Succeeded TrainJob in the same namespace; its "
-                                  "model.pt is used (resolved by the operator).")
+                                  "model.pt is used (resolved by the operator), or with format "
+                                  "torchscript/export the file `path` on its checkpoint claim.")
     path: str | None = Field(
         default=None, min_length=1, max_length=4096,
-        description="A model.pt written by a TrainJob (cogwork-model/v1 format); relative to "
-                    "the claim's mount when claimName is set.")
+        description="The model file (see format); relative to the claim's mount when claimName "
+                    "is set, to the TrainJob's checkpoint claim with fromTrainJob.")
     claim_name: DnsName | None = Field(default=None,
                                        description="PersistentVolumeClaim holding `path`.")
+    format: ModelFormat | None = Field(
+        default=None, description="Format of the model file (default cogwork): cogwork (a "
+                                  "TrainJob's model.pt), torchscript (torch.jit.save) or export "
+                                  "(torch.export.save, .pt2). The last two take the pool's "
+                                  "samples as stored, float32, and return one row per item.")
+    entrypoint: str | None = Field(
+        default=None, max_length=512, pattern=ENTRYPOINT_PATTERN,
+        description="`package.module:function` in `image`, called with a float32 numpy batch "
+                    "of the pool's samples; returns an (n, classes) array (numpy or torch).")
+    image: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="The user's image the score pods run `entrypoint` in (Cogwork's scorer "
+                    "is copied in by an init container; the image needs python, numpy, torch).")
+    outputs: ModelOutputs | None = Field(
+        default=None, description="What a torchscript, export or entrypoint model returns "
+                                  "(default logits: softmax is applied; probabilities: rows "
+                                  "must sum to 1).")
+    classes: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, min_length=1, max_length=10_000,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Class names of a torchscript, export or entrypoint model, in output order "
+                    "(when the pool file has no `classes` array; default \"0\"..\"k-1\").")
     version: str | None = Field(
         default=None, max_length=128, description="model_version recorded with every label and "
                                                   "prediction (default: the TrainJob's name and "
-                                                  "generation, or the file name).")
+                                                  "generation, or the file or entrypoint name).")
+
+    @property
+    def user_model(self) -> bool:
+        """A model of the user's own: a torchscript/export file or an entrypoint."""
+        return self.entrypoint is not None or self.format not in (None, "cogwork")
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        if (self.from_train_job is None) == (self.path is None):
-            raise ValueError("exactly one of spec.model.fromTrainJob or spec.model.path must "
-                             "be set")
-        if self.claim_name is not None and self.path is None:
-            raise ValueError("spec.model.claimName requires spec.model.path")
+        trainjob, path = self.from_train_job is not None, self.path is not None
+        file_format = self.format not in (None, "cogwork")
+        checks = [
+            (trainjob or path or self.entrypoint is not None, MODEL_NEEDS_SOURCE),
+            (self.entrypoint is None or not (trainjob or path), ENTRYPOINT_ALONE),
+            ((self.entrypoint is None) == (self.image is None), ENTRYPOINT_IMAGE),
+            (self.entrypoint is None or self.format is None, ENTRYPOINT_FORMAT),
+            (not (trainjob and path) or file_format, TRAINJOB_PATH_FORMAT),
+            (not trainjob or not file_format or path, TRAINJOB_FILE_PATH),
+            (self.claim_name is None or (path and not trainjob), CLAIM_NEEDS_PATH),
+            (self.outputs is None or self.user_model, f"spec.model.outputs {USER_MODEL_ONLY}"),
+            (self.classes is None or self.user_model, f"spec.model.classes {USER_MODEL_ONLY}"),
+            (self.classes is None or len(set(self.classes)) == len(self.classes),
+             "spec.model.classes must be unique"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
         return self
 
 

@@ -3,7 +3,8 @@
 The steps are the ones the operator renders into pods (`cogwork.plan.labeljob_steps`), with
 directories under the work dir in place of volumes: [fit], the score shards side by side, merge,
 [push to Label Studio]. A `model.fromTrainJob` needs a cluster to resolve; locally the model is
-fitted on the seed labels instead (said so on the console), or give `model.path`. Review rounds
+fitted on the seed labels instead (said so on the console), or give `model.path`; a
+`model.entrypoint` is imported in this Python (its image is a cluster's). Review rounds
 (spec.review.maxRounds) run too: collect the batch's labels, then the next round refits that
 model on the seed and human labels (in a cluster a TrainJob retrains it) and relabels.
 """
@@ -58,8 +59,14 @@ def _local_problem(job: LabelJob) -> str | None:
 
 def _model(job: LabelJob, out: TextIO) -> ModelRef:
     spec = job.spec
-    if spec.model.path is not None:
-        return ModelRef(str(Path(spec.model.path).resolve()), model_version(job))
+    if spec.model.entrypoint is not None:
+        print(f"note: spec.model.entrypoint {spec.model.entrypoint} runs in this Python, not in "
+              f"spec.model.image {spec.model.image}: its module is imported from the working "
+              "directory or PYTHONPATH", file=out, flush=True)
+        return ModelRef(None, model_version(job), entrypoint=spec.model.entrypoint)
+    if spec.model.path is not None and spec.model.from_train_job is None:
+        return ModelRef(str(Path(spec.model.path).resolve()), model_version(job),
+                        format=spec.model.format or "cogwork")
     print(f"note: spec.model.fromTrainJob={spec.model.from_train_job!r} needs a cluster; "
           "fitting a model on the seed labels instead", file=out, flush=True)
     return ModelRef(None, f"{model_version(job)}-local")

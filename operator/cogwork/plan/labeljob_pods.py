@@ -14,7 +14,9 @@ from cogwork.api import contract
 from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import DEFAULT_IMAGE
 from cogwork.plan.labeljob_steps import (
+    INSTALL_SCORER_MODULE,
     LABEL_STUDIO_KEY_ENV,
+    SCORER_BOOTSTRAP,
     TERMINATION_MESSAGE_PATH,
     Layout,
     ModelRef,
@@ -22,13 +24,24 @@ from cogwork.plan.labeljob_steps import (
     omp_threads,
 )
 from cogwork.plan.settings import RenderSettings
-from cogwork.plan.trainjob import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+from cogwork.plan.trainjob import (
+    CONTAINER_SECURITY_CONTEXT,
+    HOME_VOLUME,
+    POD_SECURITY_CONTEXT,
+    READ_ONLY_CONTAINER_SECURITY_CONTEXT,
+    TMP_VOLUME,
+)
 
 KIND = "LabelJob"
 LABEL_ROUND = "cogwork.dev/round"  # review round of a LabelJob pod
 CONTAINER = "labeler"
 OUTPUT_MOUNT = "/cogwork/output"
 MODEL_MOUNT = "/cogwork/model"
+# Score pods on the user's image (spec.model.entrypoint): an init container of the labeling
+# image copies the scorer into this emptyDir, the user's container runs it from there.
+SCORER_CONTAINER = "cogwork-scorer"
+SCORER_VOLUME = "cogwork-scorer"
+SCORER_DIR = "/cogwork/scorer"
 # Small steps that only move files or call an HTTP API.
 PUSH_CPU, PUSH_MEMORY = "250m", "512Mi"
 
@@ -66,10 +79,11 @@ def pod_layout(job: LabelJob) -> Layout:
                   data_dir=contract.DATA_DIR if job.spec.pool.claim_name else None)
 
 
-def pod_model(path: str, claim_name: str | None, version: str) -> ModelRef:
+def pod_model(path: str, claim_name: str | None, version: str, model_format: str = "cogwork"
+              ) -> ModelRef:
     """A model file as a pod sees it: inside MODEL_MOUNT when it lives in a claim."""
     seen = f"{MODEL_MOUNT}/{path.lstrip('/')}" if claim_name else path
-    return ModelRef(seen, version, claim_name)
+    return ModelRef(seen, version, claim_name, model_format)
 
 
 def image(job: LabelJob, settings: RenderSettings) -> str:
@@ -107,6 +121,10 @@ def _volumes(job: LabelJob, model: ModelRef) -> tuple[list[dict[str, Any]], list
         {"name": "dshm", "mountPath": contract.SHM_DIR},
         {"name": "output", "mountPath": OUTPUT_MOUNT},
     ]
+    # The root filesystem is read-only: scratch space and HOME are emptyDirs.
+    volumes += [{"name": TMP_VOLUME, "emptyDir": {}}, {"name": HOME_VOLUME, "emptyDir": {}}]
+    mounts += [{"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
+               {"name": HOME_VOLUME, "mountPath": contract.HOME_DIR}]
     if model.claim_name:
         volumes.append({"name": "model", "persistentVolumeClaim": {
             "claimName": model.claim_name, "readOnly": True}})
@@ -129,6 +147,7 @@ def _env(job: LabelJob, step: Step, namespace: str, settings: RenderSettings
         "COGWORK_JOB_NAMESPACE": namespace,
         "OMP_NUM_THREADS": str(omp_threads(job.spec.inference.cpu)),
         "PYTHONUNBUFFERED": "1",
+        "HOME": contract.HOME_DIR,  # writable (an emptyDir): the root filesystem is not
         **settings.extra_env,
         **step.env,
     }
@@ -141,12 +160,42 @@ def _env(job: LabelJob, step: Step, namespace: str, settings: RenderSettings
     return env
 
 
+def scorer_init_container(job: LabelJob, settings: RenderSettings) -> dict[str, Any]:
+    """Copies the scorer from the labeling image into the scorer volume, for a score pod on the
+    user's image (as TrainJob's launcher init container does for workers on user images)."""
+    return {
+        "name": SCORER_CONTAINER,
+        "image": image(job, settings),
+        "imagePullPolicy": job.spec.image_pull_policy,
+        "command": [settings.python, "-m", INSTALL_SCORER_MODULE, SCORER_DIR],
+        "resources": {"requests": {"cpu": PUSH_CPU, "memory": PUSH_MEMORY},
+                      "limits": {"cpu": PUSH_CPU, "memory": PUSH_MEMORY}},
+        "securityContext": dict(READ_ONLY_CONTAINER_SECURITY_CONTEXT),  # our image
+        "volumeMounts": [{"name": SCORER_VOLUME, "mountPath": SCORER_DIR}],
+    }
+
+
+def _on_user_image(job: LabelJob, step: Step, settings: RenderSettings,
+                   container: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Run `step` in spec.model.image: the same `-m` command through the copied scorer's
+    bootstrap, which puts SCORER_DIR first on sys.path and keeps the image's PYTHONPATH and
+    working directory (where the user's module is imported from)."""
+    container["image"] = step.image
+    container["command"] = [settings.python, f"{SCORER_DIR}/{SCORER_BOOTSTRAP}", *step.args]
+    # A user's image, as for TrainJob workers: the root filesystem stays writable.
+    container["securityContext"] = dict(CONTAINER_SECURITY_CONTEXT)
+    container["volumeMounts"].append({"name": SCORER_VOLUME, "mountPath": SCORER_DIR,
+                                      "readOnly": True})
+    spec["volumes"].append({"name": SCORER_VOLUME, "emptyDir": {}})
+    spec["initContainers"] = [scorer_init_container(job, settings)]
+
+
 def step_pod(job: LabelJob, step: Step, model: ModelRef, settings: RenderSettings
              ) -> dict[str, Any]:
     """The pod of one step, e.g. `<job>-score-2` or `<job>-merge`."""
     namespace = namespace_of(job, settings)
     volumes, mounts = _volumes(job, model)
-    container = {
+    container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image(job, settings),
         "imagePullPolicy": job.spec.image_pull_policy,
@@ -154,7 +203,7 @@ def step_pod(job: LabelJob, step: Step, model: ModelRef, settings: RenderSetting
         "env": _env(job, step, namespace, settings),
         "resources": _resources(job, step),
         "volumeMounts": mounts,
-        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+        "securityContext": dict(READ_ONLY_CONTAINER_SECURITY_CONTEXT),
         # Score and merge write their counts here; on failure the log tail explains it.
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -169,6 +218,8 @@ def step_pod(job: LabelJob, step: Step, model: ModelRef, settings: RenderSetting
     }
     if settings.service_account_name:
         spec["serviceAccountName"] = settings.service_account_name
+    if step.image is not None:
+        _on_user_image(job, step, settings, container, spec)
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": step_pod_name(job, step), "namespace": namespace,

@@ -1,7 +1,8 @@
 """References between kinds, resolved purely from the referenced object as the controller read it:
-LabelJob `spec.model.fromTrainJob` -> that TrainJob's model.pt, and TrainJob
-`spec.data.fromLabelJob` -> that LabelJob's dataset.npz. Each either resolves or says what it
-waits for, in words that name the field."""
+LabelJob `spec.model.fromTrainJob` -> that TrainJob's model.pt (with a torchscript or export
+`spec.model.format`: the file `spec.model.path` its script wrote into the checkpoint dir), and
+TrainJob `spec.data.fromLabelJob` -> that LabelJob's dataset.npz. Each either resolves or says
+what it waits for, in words that name the field."""
 
 from __future__ import annotations
 
@@ -55,17 +56,31 @@ def resolve_model(job: LabelJob, trainjob: Mapping[str, Any] | None) -> ModelRes
     """spec.model as the pods see it; `trainjob` is the object fromTrainJob names (None: absent).
     """
     model = job.spec.model
-    if model.path is not None:
-        return ModelResolution(pod_model(model.path, model.claim_name, model_version(job)))
+    if model.entrypoint is not None:
+        return ModelResolution(ModelRef(None, model_version(job), entrypoint=model.entrypoint,
+                                        image=model.image))
+    if model.from_train_job is None:
+        return ModelResolution(pod_model(str(model.path), model.claim_name, model_version(job),
+                                         model.format or "cogwork"))
     generation = ((trainjob or {}).get("metadata") or {}).get("generation")
     return trainjob_model(f"spec.model.fromTrainJob={model.from_train_job}",
-                          str(model.from_train_job), trainjob, model_version(job, generation))
+                          str(model.from_train_job), trainjob, model_version(job, generation),
+                          *trainjob_file(job))
 
 
-def trainjob_model(field: str, name: str, trainjob: Mapping[str, Any] | None, version: str
-                   ) -> ModelResolution:
-    """The model.pt a TrainJob left on its checkpoint claim, once it Succeeded; `field` names
-    the reference in what the job waits for."""
+def trainjob_file(job: LabelJob) -> tuple[str, str]:
+    """(path in the checkpoint claim, format) of the model a TrainJob leaves for this LabelJob:
+    the built-in task's model.pt, or the torchscript/export file spec.model.path names."""
+    model = job.spec.model
+    if model.format in (None, "cogwork"):
+        return MODEL_FILE, "cogwork"
+    return str(model.path), model.format
+
+
+def trainjob_model(field: str, name: str, trainjob: Mapping[str, Any] | None, version: str,
+                   path: str = MODEL_FILE, model_format: str = "cogwork") -> ModelResolution:
+    """The model file (`path`, default model.pt) a TrainJob left on its checkpoint claim, once
+    it Succeeded; `field` names the reference in what the job waits for."""
     if trainjob is None:
         return ModelResolution(waiting=f"{field}: TrainJob not found (yet)")
     state, message = _terminal(trainjob)
@@ -76,7 +91,7 @@ def trainjob_model(field: str, name: str, trainjob: Mapping[str, Any] | None, ve
                                        f"(phase {_phase(trainjob)})")
     checkpoint = (trainjob.get("spec") or {}).get("checkpoint") or {}
     claim = checkpoint.get("claimName") or f"{name}-ckpt"
-    return ModelResolution(pod_model(MODEL_FILE, str(claim), version))
+    return ModelResolution(pod_model(path, str(claim), version, model_format))
 
 
 def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> DataResolution:

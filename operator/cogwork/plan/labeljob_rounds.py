@@ -24,7 +24,7 @@ from typing import Any
 from cogwork.api.common import API_VERSION
 from cogwork.api.labeljob import LabelJob
 from cogwork.plan.labeljob_pods import namespace_of, output_claim_name, output_path
-from cogwork.plan.labeljob_refs import ModelResolution, trainjob_model
+from cogwork.plan.labeljob_refs import ModelResolution, trainjob_file, trainjob_model
 from cogwork.plan.labeljob_steps import training_set_name
 from cogwork.plan.settings import RenderSettings
 
@@ -92,8 +92,10 @@ def retrain_trainjob(job: LabelJob, round_: int, source: Mapping[str, Any],
 
 def retrained_model(job: LabelJob, round_: int, trainjob: Mapping[str, Any] | None
                     ) -> ModelResolution:
-    """The model round `round_` scores with, once its retrain TrainJob succeeded."""
+    """The model round `round_` scores with, once its retrain TrainJob succeeded: the same
+    file spec.model names in the source TrainJob's checkpoints (a copy runs the same code)."""
     name = retrain_name(job, round_)
     generation = ((trainjob or {}).get("metadata") or {}).get("generation")
     version = f"{name}-g{generation}" if generation is not None else name
-    return trainjob_model(f"round {round_}: TrainJob {name}", name, trainjob, version)
+    return trainjob_model(f"round {round_}: TrainJob {name}", name, trainjob, version,
+                          *trainjob_file(job))

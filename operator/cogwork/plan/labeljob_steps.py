@@ -24,6 +24,10 @@ PRELABEL_MODULE = "cogwork_trainer.labeling.prelabel"
 MERGE_MODULE = "cogwork_trainer.labeling.merge"
 LABEL_STUDIO_MODULE = "cogwork_trainer.labeling.labelstudio"
 REVIEW_MODULE = "cogwork_trainer.labeling.review"
+# Copies the score step's code (numpy + torch + stdlib only) and a bootstrap that runs it like
+# `python -m` into a directory: how a score pod on the user's image (spec.model.image) gets it.
+INSTALL_SCORER_MODULE = "cogwork_trainer.labeling.install_scorer"
+SCORER_BOOTSTRAP = "run.py"  # `python DIR/run.py -m MODULE ARGS...`, DIR first on sys.path
 CONFIG_ENV = "COGWORK_LABELJOB"  # the steps' configuration (cogwork_trainer.labeling.config)
 # Where the summary travels to the operator: the container's termination message (<= 4 KiB).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -32,11 +36,20 @@ LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"
 
 @dataclass(frozen=True)
 class ModelRef:
-    """The model that scores the pool: `path` as the steps see it; None: fit one on the seeds."""
+    """The model that scores the pool: `path` as the steps see it, or a function of the user's
+    (`entrypoint`, run in `image`); neither: fit one on the seeds."""
 
     path: str | None
     version: str
     claim_name: str | None = None  # claim to mount for `path` (cluster only)
+    format: str = "cogwork"  # of the file at `path`: cogwork, torchscript or export
+    entrypoint: str | None = None  # `package.module:function` (spec.model.entrypoint)
+    image: str | None = None  # where the score steps run `entrypoint` (spec.model.image)
+
+    @property
+    def fits(self) -> bool:
+        """No model given: the fit step trains one on the seed labels first."""
+        return self.path is None and self.entrypoint is None
 
 
 @dataclass(frozen=True)
@@ -63,17 +76,42 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     index: int | None = None  # shard index of a score step
     round: int = 0  # review round (spec.review.maxRounds): each round has its own steps
+    # The user's image a score step runs in (spec.model.image); None: the labeling image.
+    image: str | None = None
 
 
 def model_version(job: LabelJob, trainjob_generation: int | None = None) -> str:
-    """spec.model.version, else `<trainjob>-g<generation>`, else the model file's name."""
+    """spec.model.version, else `<trainjob>-g<generation>`, else the model file's name (or the
+    entrypoint)."""
     model = job.spec.model
     if model.version:
         return model.version
     if model.from_train_job:
         suffix = f"-g{trainjob_generation}" if trainjob_generation is not None else ""
         return f"{model.from_train_job}{suffix}"
-    return (model.path or "model").rsplit("/", 1)[-1].removesuffix(".pt") or "model"
+    if model.entrypoint:
+        return model.entrypoint
+    name = (model.path or "model").rsplit("/", 1)[-1]
+    return name.removesuffix(".pt2").removesuffix(".pt") or "model"
+
+
+def model_config(job: LabelJob, model: ModelRef) -> dict[str, Any] | None:
+    """COGWORK_LABELJOB's `model`: the file (and its format) or the entrypoint, with what a
+    user's model returns; None: fit one on the seed labels."""
+    spec = job.spec.model
+    if model.entrypoint is not None:
+        doc: dict[str, Any] = {"entrypoint": model.entrypoint}
+    elif model.path is not None:
+        doc = {"path": model.path}
+        if model.format != "cogwork":
+            doc["format"] = model.format
+    else:
+        return None
+    if model.entrypoint is not None or model.format != "cogwork":  # the user's own model
+        doc["outputs"] = spec.outputs or "logits"
+        if spec.classes:
+            doc["classes"] = list(spec.classes)
+    return doc
 
 
 def training_set_name(round_: int) -> str:
@@ -101,8 +139,9 @@ def labeling_config(job: LabelJob, layout: Layout, model: ModelRef, round_: int 
         "round": round_,
         "randomSeed": spec.random_seed,
     }
-    if model.path is not None:
-        doc["model"] = {"path": model.path}
+    model_doc = model_config(job, model)
+    if model_doc is not None:
+        doc["model"] = model_doc
     seed = spec.seed
     if seed is not None:
         doc["seed"] = ({"count": seed.count} if seed.count is not None
@@ -134,11 +173,11 @@ def fit_step(config_env: dict[str, str]) -> Step:
 
 
 def score_step(job: LabelJob, layout: Layout, config_env: dict[str, str], index: int,
-               round_: int = 0) -> Step:
+               round_: int = 0, image: str | None = None) -> Step:
     count = job.spec.inference.replicas
     return Step("score", ["-m", PRELABEL_MODULE, "score", "--shard-index", str(index),
                           "--shard-count", str(count), *_summary_args(layout)],
-                config_env, index, round_)
+                config_env, index, round_, image)
 
 
 def merge_step(job: LabelJob, layout: Layout, config_env: dict[str, str], round_: int = 0
@@ -178,8 +217,9 @@ def steps(job: LabelJob, layout: Layout, model: ModelRef, round_: int = 0) -> li
     """Every step of one round in order: [fit], score 0..n-1, merge, [push]."""
     config = labeling_config(job, layout, model, round_)
     env = {CONFIG_ENV: json.dumps(config, separators=(",", ":"))}
-    out = [fit_step(env)] if model.path is None else []
-    out += [score_step(job, layout, env, i, round_) for i in range(job.spec.inference.replicas)]
+    out = [fit_step(env)] if model.fits else []
+    out += [score_step(job, layout, env, i, round_, model.image)
+            for i in range(job.spec.inference.replicas)]
     out.append(merge_step(job, layout, env, round_))
     push = push_step(job, layout, round_)
     return [*out, push] if push else out

@@ -36,6 +36,53 @@ def labeljob(**spec: Any) -> dict[str, Any]:
 
 
 POOL_FILE = {"path": "pool.npz", "claimName": "data"}
+OWN_POOL = {"pool": POOL_FILE, "seed": {"path": "seed.csv"},
+            "autoAccept": {"validation": {"path": "val.csv"}}}
+ENTRYPOINT = {"entrypoint": "team.scoring:predict", "image": "registry.example/team:7"}
+# The user's model (spec.model.format, outputs, classes, entrypoint, image).
+MODEL_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("torchscript file in a claim", {"model": {"path": "m/digits.ts", "claimName": "models",
+                                               "format": "torchscript"}}, ""),
+    ("export file with probabilities and class names", {"model": {
+        "path": "m.pt2", "claimName": "models", "format": "export", "outputs": "probabilities",
+        "classes": ["cat", "dog"]}}, ""),
+    ("torchscript file a script TrainJob wrote", {"model": {
+        "fromTrainJob": "script", "format": "torchscript", "path": "export/model.ts"}}, ""),
+    ("explicit cogwork format", {"model": {"fromTrainJob": "a", "format": "cogwork"}}, ""),
+    ("entrypoint in the user's image", {"model": {**ENTRYPOINT, "classes": ["a", "b"]},
+                                        **OWN_POOL}, ""),
+    ("unknown format", {"model": {"path": "m.onnx", "format": "onnx"}}, "spec.model.format"),
+    ("unknown outputs", {"model": {"path": "m.ts", "format": "torchscript",
+                                   "outputs": "scores"}}, "spec.model.outputs"),
+    ("TrainJob torchscript without a path", {"model": {"fromTrainJob": "a",
+                                                       "format": "torchscript"}},
+     "spec.model.format torchscript or export with spec.model.fromTrainJob needs "
+     "spec.model.path"),
+    ("TrainJob file with a claim of its own", {"model": {
+        "fromTrainJob": "a", "format": "export", "path": "m.pt2", "claimName": "models"}},
+     "spec.model.claimName requires spec.model.path, and not spec.model.fromTrainJob"),
+    ("claim without a path", {"model": {"fromTrainJob": "a", "claimName": "models"}},
+     "spec.model.claimName requires spec.model.path"),
+    ("entrypoint without an image", {"model": {"entrypoint": "team.scoring:predict"},
+                                     **OWN_POOL},
+     "spec.model.entrypoint and spec.model.image must be set together"),
+    ("image without an entrypoint", {"model": {"path": "m.ts", "format": "torchscript",
+                                               "image": "registry.example/team:7"}},
+     "spec.model.entrypoint and spec.model.image must be set together"),
+    ("entrypoint with a file", {"model": {**ENTRYPOINT, "path": "m.ts"}, **OWN_POOL},
+     "spec.model.entrypoint cannot be combined with spec.model.fromTrainJob or spec.model.path"),
+    ("entrypoint with a format", {"model": {**ENTRYPOINT, "format": "torchscript"},
+                                  **OWN_POOL},
+     "spec.model.format describes a model file: leave it out with spec.model.entrypoint"),
+    ("entrypoint that is no function", {"model": {**ENTRYPOINT, "entrypoint": "team.scoring"},
+                                        **OWN_POOL}, "spec.model.entrypoint"),
+    ("entrypoint on a bundled dataset", {"model": ENTRYPOINT},
+     "spec.model.entrypoint needs spec.pool.path"),
+    ("classes of a cogwork model", {"model": {"path": "model.pt", "classes": ["a"]}},
+     "spec.model.classes is for torchscript, export and entrypoint models"),
+    ("outputs of a cogwork model", {"model": {"fromTrainJob": "a", "outputs": "logits"}},
+     "spec.model.outputs is for torchscript, export and entrypoint models"),
+]
 # (name, spec overrides, substring of the error naming the field); "" = valid.
 CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("minimal", {}, ""),
@@ -56,8 +103,13 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("missing model", {"model": None}, "spec.model"),
     ("two pool sources", {"pool": {"dataset": "digits", "path": "p.npz"}},
      "exactly one of spec.pool.dataset or spec.pool.path must be set"),
-    ("two model sources", {"model": {"fromTrainJob": "a", "path": "m.pt"}},
-     "exactly one of spec.model.fromTrainJob or spec.model.path must be set"),
+    ("a TrainJob's model.pt takes no path", {"model": {"fromTrainJob": "a", "path": "m.pt"}},
+     "spec.model.path with spec.model.fromTrainJob needs spec.model.format torchscript or "
+     "export"),
+    ("no model source", {"model": {"version": "v1"}},
+     "spec.model needs one of spec.model.fromTrainJob, spec.model.path or "
+     "spec.model.entrypoint"),
+    *MODEL_CASES,
     ("seed count on own pool", {"pool": POOL_FILE},
      "spec.seed.count needs spec.pool.dataset"),
     ("human budget on own pool", {"pool": POOL_FILE, "seed": None},
@@ -94,6 +146,14 @@ def test_offline_validation_rejects_bad_specs_naming_the_field(name: str, spec: 
         LabelJob.model_validate(labeljob(**spec))
     # Our rules carry the CEL message; schema errors name the field (spec.review.strategy).
     assert error in str(raised.value), str(raised.value)
+
+
+def test_repeated_class_names_are_rejected() -> None:
+    # The apiserver rejects them through x-kubernetes-list-type: set (celcheck runs the schema
+    # and CEL, not list-type validation); offline the validator does.
+    model = {"path": "m.ts", "format": "torchscript", "classes": ["a", "a"]}
+    with pytest.raises(ValidationError, match=r"spec\.model\.classes must be unique"):
+        LabelJob.model_validate(labeljob(model=model))
 
 
 def test_defaults() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cogwork.api.labeljob import LabelJob
-from cogwork.api.trainjob import TrainJob
+from cogwork.api.trainjob import DEFAULT_IMAGE, TrainJob
 from cogwork.plan import trainjob_reconcile
 from cogwork.plan.labeljob import LabelPod, observe_pod, reconcile
 from cogwork.plan.labeljob_refs import (
@@ -79,6 +79,11 @@ def test_first_pass_creates_claim_and_one_pod_per_shard() -> None:
                                              "--summary-to", "/dev/termination-log"]
         assert container["terminationMessagePath"] == "/dev/termination-log"
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        scratch = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        empty = {v["name"] for v in pod["spec"]["volumes"] if v.get("emptyDir") == {}}
+        assert {scratch["/tmp"], scratch["/cogwork/home"]} <= empty
+        assert env_of(pod)["HOME"] == "/cogwork/home"
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"]["restartPolicy"] == "Never"
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
@@ -283,3 +288,115 @@ def test_merge_summary_fits_a_termination_message() -> None:
     assert json.loads(text)["autoAccepted"] == 970 and "perClass" not in json.loads(text)
     small = json.loads(compact_summary({**CERTIFIED, "perClass": {"0": {"threshold": 0.5}}}))
     assert small["perClass"] == {"0": {"threshold": 0.5}}
+
+
+# ---- the user's model (spec.model.format, spec.model.entrypoint) ----------------------------
+
+OWN_POOL = {"pool": {"path": "pool.npz", "claimName": "team-data"}, "seed": {"path": "seed.csv"},
+            "autoAccept": {"validation": {"path": "val.csv"}}}
+ENTRYPOINT = {"entrypoint": "label_model:predict", "image": "registry.example/team:7",
+              "outputs": "probabilities", "classes": ["cat", "dog"]}
+
+
+def test_entrypoint_scores_in_the_users_image_with_the_scorer_from_an_init_container() -> None:
+    job = labeljob(model=ENTRYPOINT, **OWN_POOL)
+    resolved = resolve_model(job, None)
+    assert resolved.model == ModelRef(None, "label_model:predict",
+                                      entrypoint="label_model:predict",
+                                      image="registry.example/team:7")
+    actions = reconcile(job, [], resolved, NOW, SETTINGS)
+    pods = [o for o in actions.create if o["kind"] == "Pod"]
+    assert [p["metadata"]["name"] for p in pods] == ["lj-score-0", "lj-score-1", "lj-score-2"]
+    for index, pod in enumerate(pods):
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == "registry.example/team:7"
+        # The same `-m` step, through the copied scorer's bootstrap (scorer dir first on
+        # sys.path; the image's PYTHONPATH and working directory stay).
+        assert container["command"][:4] == ["python", "/cogwork/scorer/run.py", "-m",
+                                            "cogwork_trainer.labeling.prelabel"]
+        assert container["command"][-6:-2] == ["--shard-index", str(index), "--shard-count",
+                                               "3"]
+        assert "PYTHONPATH" not in env_of(pod)
+        (init,) = pod["spec"]["initContainers"]
+        assert init["image"] == DEFAULT_IMAGE  # the labeling image: the scorer's code is ours
+        assert init["command"] == ["python", "-m", "cogwork_trainer.labeling.install_scorer",
+                                   "/cogwork/scorer"]
+        assert init["securityContext"]["readOnlyRootFilesystem"] is True
+        assert init["resources"]["requests"] == init["resources"]["limits"]
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["cogwork-scorer"] == {"name": "cogwork-scorer", "emptyDir": {}}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/cogwork/scorer"] == {"name": "cogwork-scorer",
+                                             "mountPath": "/cogwork/scorer", "readOnly": True}
+        assert init["volumeMounts"] == [{"name": "cogwork-scorer",
+                                         "mountPath": "/cogwork/scorer"}]
+        assert "model" not in volumes  # no model file: the function is the model
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        config = json.loads(env_of(pod)["COGWORK_LABELJOB"])
+        assert config["model"] == {"entrypoint": "label_model:predict",
+                                   "outputs": "probabilities", "classes": ["cat", "dog"]}
+    # Merge (and every other step) stays on the labeling image: it never loads the model.
+    merged = reconcile(job, [shard(0), shard(1), shard(2)], resolved, NOW, SETTINGS)
+    (merge,) = [o for o in merged.create if o["kind"] == "Pod"]
+    assert merge["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
+    assert "initContainers" not in merge["spec"]
+
+
+def test_scorer_init_container_comes_from_the_labeling_image() -> None:
+    job = labeljob(model=ENTRYPOINT, image="mirror.example/cogwork-trainer:1", **OWN_POOL)
+    actions = reconcile(job, [], resolve_model(job, None), NOW, SETTINGS)
+    pod = next(o for o in actions.create if o["kind"] == "Pod")
+    assert pod["spec"]["initContainers"][0]["image"] == "mirror.example/cogwork-trainer:1"
+
+
+def test_user_model_file_from_a_script_trainjob_checkpoint() -> None:
+    job = labeljob(model={"fromTrainJob": "script", "format": "torchscript",
+                          "path": "export/model.ts"}, **OWN_POOL)
+    trainjob = {"metadata": {"generation": 2}, "spec": {"script": {"command": ["python"]}},
+                "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    model = resolve_model(job, trainjob).model
+    assert model == ModelRef("/cogwork/model/export/model.ts", "script-g2", "script-ckpt",
+                             "torchscript")
+    pod = next(o for o in reconcile(job, [], ModelResolution(model), NOW, SETTINGS).create
+               if o["kind"] == "Pod")
+    # A model file is self-contained: it runs in the labeling image, no init container.
+    assert pod["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
+    assert "initContainers" not in pod["spec"]
+    config = json.loads(env_of(pod)["COGWORK_LABELJOB"])
+    assert config["model"] == {"path": "/cogwork/model/export/model.ts",
+                               "format": "torchscript", "outputs": "logits"}
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "script-ckpt",
+                                                       "readOnly": True}} in pod["spec"]["volumes"]
+    own = labeljob(model={"path": "m/digits.pt2", "claimName": "models", "format": "export"},
+                   **OWN_POOL)
+    assert resolve_model(own, None).model == ModelRef("/cogwork/model/m/digits.pt2", "digits",
+                                                      "models", "export")
+
+
+def test_retrains_score_with_the_same_file_of_their_own_checkpoints() -> None:
+    from cogwork.plan.labeljob_rounds import retrained_model
+
+    job = labeljob(model={"fromTrainJob": "script", "format": "export", "path": "model.pt2"},
+                   review={"maxRounds": 2}, sink=SINK, **OWN_POOL)
+    retrain = {"metadata": {"generation": 1}, "spec": {},
+               "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    assert retrained_model(job, 1, retrain).model == ModelRef(
+        "/cogwork/model/model.pt2", "lj-r1-g1", "lj-r1-ckpt", "export")
+
+
+def test_a_model_that_does_not_fit_the_pool_fails_the_job_naming_spec_model() -> None:
+    job = labeljob(model=ENTRYPOINT, **OWN_POOL)
+    log_tail = ("2025-01-01 12:00:00,000 ERROR cogwork_trainer.labeling: cannot pre-label: "
+                "spec.model: entrypoint label_model:predict returns 10 outputs per item but "
+                "there are 2 classes (the pool file's `classes`, else spec.model.classes): they "
+                "must agree")
+    pods = [done("lj-score-0", log_tail, code=2), LabelPod("lj-score-1", "Running"), shard(2)]
+    actions = reconcile(job, pods, resolve_model(job, None), NOW, SETTINGS)
+    failed = condition(actions.status, "Failed")
+    assert actions.status["phase"] == "Failed" and failed["reason"] == "ExitCode2"
+    assert "spec.model: entrypoint label_model:predict returns 10 outputs" in failed["message"]
+    # Failed is sticky: nothing is recreated, so a model that cannot fit never hot-loops.
+    again = reconcile(labeljob(model=ENTRYPOINT, status=actions.status, **OWN_POOL), [],
+                      resolve_model(job, None), NOW + timedelta(minutes=5), SETTINGS)
+    assert again.create == [] and again.status["phase"] == "Failed"

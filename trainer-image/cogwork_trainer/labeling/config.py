@@ -2,6 +2,8 @@
 
     {"pool": {"dataset": "digits"} | {"path": "pool.npz", "idField": "id"},
      "model": {"path": "/models/model.pt"},          # absent: fit one on the seed labels
+            | {"path": "m.pt2", "format": "export", "outputs": "logits", "classes": ["a", "b"]}
+            | {"entrypoint": "pkg.mod:predict", "outputs": "probabilities"},
      "modelVersion": "digits-v1",
      "seed": {"path": "seed.csv"} | {"count": 100},   # count: bundled datasets only (demo)
      "autoAccept": {"targetPrecision": "0.95", "confidence": "0.95", "perClass": false,
@@ -12,6 +14,9 @@
      "inference": {"batchSize": 1024},
      "output": "/cogwork/labels", "round": 0, "randomSeed": 0}
 
+`model.format` is cogwork (a TrainJob's model.pt, the default), torchscript or export; those
+two and an entrypoint are the user's own models (user_model.py), for which `outputs` (logits,
+the default, or probabilities) and `classes` say what the model returns.
 `round` is the 0-based review round this step belongs to (see review.py): shards live under
 `shards/r<round>/`, and `maxHumanLabels` caps what all review rounds together send to people.
 Decimals travel as strings (the CRD has no floats). `count` and `humanBudget` on a bundled
@@ -30,6 +35,8 @@ from typing import Any
 from .active import STRATEGIES, Strategy
 
 ENV = "COGWORK_LABELJOB"
+MODEL_FORMATS = ("cogwork", "torchscript", "export")
+MODEL_OUTPUTS = ("logits", "probabilities")
 
 
 class LabelConfigError(ValueError):
@@ -43,6 +50,10 @@ class LabelConfig:
     pool_path: str | None = None
     id_field: str = "id"
     model_path: str | None = None
+    model_format: str = "cogwork"  # of model_path: cogwork, torchscript or export
+    model_entrypoint: str | None = None  # `package.module:function` (the user's code)
+    model_outputs: str = "logits"  # what a user's model returns: logits or probabilities
+    model_classes: tuple[str, ...] | None = None  # a user's model's class names
     model_version: str = "unversioned"
     seed_path: str | None = None
     seed_count: int = 0
@@ -65,6 +76,12 @@ class LabelConfig:
     @property
     def out(self) -> Path:
         return Path(self.output)
+
+    @property
+    def user_model(self) -> bool:
+        """The model is the user's own (a torchscript/export file or an entrypoint), not a
+        cogwork model.pt: no class names or normalization in it (user_model.py)."""
+        return self.model_entrypoint is not None or self.model_format != "cogwork"
 
     @property
     def scoring_model(self) -> Path:
@@ -101,6 +118,35 @@ def _int(raw: Any, key: str, minimum: int) -> int:
     return value
 
 
+def _choice(raw: Any, key: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise LabelConfigError(f"{key}: one of {', '.join(choices)}, got {raw!r}")
+    return str(raw)
+
+
+def _model(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The `model` object's fields of LabelConfig (absent: fit one on the seed labels)."""
+    model = doc.get("model") or {}
+    if "path" in model and "entrypoint" in model:
+        raise LabelConfigError("model: a path or an entrypoint, not both")
+    entrypoint = model.get("entrypoint")
+    if entrypoint is not None and (not isinstance(entrypoint, str) or
+                                   len(entrypoint.split(":")) != 2):
+        raise LabelConfigError(f"model.entrypoint: expected package.module:function, got "
+                               f"{entrypoint!r}")
+    classes = model.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not classes):
+        raise LabelConfigError(f"model.classes: expected a list of names, got {classes!r}")
+    return {
+        "model_path": model.get("path"),
+        "model_format": _choice(model.get("format", "cogwork"), "model.format", MODEL_FORMATS),
+        "model_entrypoint": entrypoint,
+        "model_outputs": _choice(model.get("outputs", "logits"), "model.outputs",
+                                 MODEL_OUTPUTS),
+        "model_classes": tuple(str(c) for c in classes) if classes else None,
+    }
+
+
 def parse(doc: Mapping[str, Any]) -> LabelConfig:
     pool = doc.get("pool") or {}
     if ("dataset" in pool) == ("path" in pool):
@@ -124,7 +170,7 @@ def parse(doc: Mapping[str, Any]) -> LabelConfig:
         pool_dataset=pool.get("dataset"),
         pool_path=pool.get("path"),
         id_field=str(pool.get("idField", "id")),
-        model_path=(doc.get("model") or {}).get("path"),
+        **_model(doc),
         model_version=str(doc.get("modelVersion", "unversioned")),
         seed_path=seed.get("path"),
         seed_count=_int(seed.get("count", 0), "seed.count", 0),

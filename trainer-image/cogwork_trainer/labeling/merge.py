@@ -34,9 +34,8 @@ from .certify import (
 )
 from .config import LabelConfig, LabelConfigError, from_env
 from .label_errors import LabelIssue, out_of_sample_probs, rank_label_issues
-from .learner import load_classifier
 from .pool import Pool
-from .prelabel import Shard, open_pool, read_shards
+from .prelabel import Shard, read_shards, scored_pool
 
 log = logging.getLogger("cogwork_trainer.labeling")
 
@@ -159,8 +158,7 @@ def write_outputs(cfg: LabelConfig, pool: Pool, labels: known.KnownLabels, decis
 
 
 def run(cfg: LabelConfig, shard_count: int) -> dict[str, Any]:
-    # A path pool may carry no class names: the model's are the label set then.
-    pool = open_pool(cfg, load_classifier(cfg.scoring_model).classes if cfg.pool_path else None)
+    pool = scored_pool(cfg, cfg.round)
     probs, shards = read_shards(cfg.output, shard_count, len(pool), cfg.round)
     if probs.shape[1] != len(pool.classes):
         raise ValueError(f"the model predicts {probs.shape[1]} classes, the pool has "

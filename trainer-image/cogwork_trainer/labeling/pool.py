@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,13 @@ class Pool:
 
 
 def load_pool(dataset: str | None = None, path: str | None = None, id_field: str = "id",
-              classes: tuple[str, ...] | None = None) -> Pool:
+              classes: tuple[str, ...] | None = None,
+              count_classes: Callable[[np.ndarray], int] | None = None) -> Pool:
     """A bundled dataset by name, or an .npz with array `x` (and `id_field`, else row numbers).
 
     classes: the label set (from the model) for pools that carry none.
+    count_classes: when neither names the classes (a user's model that names none), how many
+    there are given the samples (the model's outputs); they are "0".."k-1" then.
     """
     if dataset == "digits":
         from sklearn.datasets import load_digits  # late: a path pool never pays for sklearn
@@ -59,6 +63,8 @@ def load_pool(dataset: str | None = None, path: str | None = None, id_field: str
     if len(set(ids.tolist())) != len(ids):
         raise ValueError(f"{path}: item ids in {id_field!r} are not unique")
     chosen = pool_classes or classes
+    if chosen is None and count_classes is not None:
+        chosen = tuple(str(c) for c in range(count_classes(x)))
     if chosen is None:
         raise ValueError(f"{path}: no `classes` array and no model to take them from")
     return Pool(ids=ids, x=x, classes=chosen)

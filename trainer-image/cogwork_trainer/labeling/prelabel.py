@@ -3,6 +3,11 @@
     python -m cogwork_trainer.labeling.prelabel fit               # -> $output/model.pt
     python -m cogwork_trainer.labeling.prelabel score [--shard-index I --shard-count N]
 
+The model is a cogwork model.pt (a TrainJob's, or the one `fit` wrote) or the user's own
+(user_model.py: a TorchScript file, a torch.export program, or `package.module:function`). With
+an entrypoint this module runs in the user's image, copied there by install_scorer.py: what it
+imports must stay numpy, torch and the standard library.
+
 Under torchrun each pod is one rank: shard index/count default to RANK/WORLD_SIZE, so the
 operator shards the pool with the TrainJob pod contract and nothing else. A shard is written
 once, atomically, as `$output/shards/r<round>/probs-<i>-of-<n>.npz`; re-running a shard
@@ -17,8 +22,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,6 +34,7 @@ from . import cli, known
 from .config import LabelConfig, LabelConfigError, from_env
 from .learner import Classifier, fit_classifier, load_classifier
 from .pool import Pool, load_pool, shard_bounds
+from .user_model import load_user_model
 
 log = logging.getLogger("cogwork_trainer.labeling")
 
@@ -47,12 +55,54 @@ class Shard:
         return (self.stop - self.start) / self.seconds if self.seconds > 0 else 0.0
 
 
+class Scorer(Protocol):
+    """A cogwork Classifier or a user's model (user_model.UserModel)."""
+
+    def predict_proba(self, x_raw: np.ndarray, batch_size: int = ...) -> np.ndarray: ...
+
+
 def shard_path(output: str | Path, round_: int, index: int, count: int) -> Path:
     return Path(output) / "shards" / f"r{round_}" / f"probs-{index:05d}-of-{count:05d}.npz"
 
 
-def open_pool(cfg: LabelConfig, classes: tuple[str, ...] | None = None) -> Pool:
-    return load_pool(cfg.pool_dataset, cfg.pool_path, cfg.id_field, classes)
+def open_pool(cfg: LabelConfig, classes: tuple[str, ...] | None = None,
+              count_classes: Callable[[np.ndarray], int] | None = None) -> Pool:
+    return load_pool(cfg.pool_dataset, cfg.pool_path, cfg.id_field, classes, count_classes)
+
+
+def load_scorer(cfg: LabelConfig) -> tuple[Scorer, Pool]:
+    """The model the shards are scored with, and the pool with the label set it scores: a
+    cogwork model's class names (a pool's own win), or for a user's model the pool's, else
+    spec.model.classes, else "0".."k-1" for its k outputs."""
+    if not cfg.user_model:
+        model = load_classifier(cfg.scoring_model)
+        return model, open_pool(cfg, model.classes)
+    user = load_user_model(cfg)
+    pool = open_pool(cfg, cfg.model_classes, count_classes=user.count_outputs)
+    if cfg.model_classes and pool.classes != cfg.model_classes:
+        log.warning("the pool's `classes` array %s replaces spec.model.classes",
+                    list(pool.classes)[:10])
+    return user.with_classes(pool.classes), pool
+
+
+def scored_pool(cfg: LabelConfig, round_: int) -> Pool:
+    """The pool with the label set round `round_` was scored with (for merge and collect, which
+    never load a user's model: its class count comes from the round's shards)."""
+    if cfg.pool_path is None:  # a bundled dataset names its classes
+        return open_pool(cfg)
+    if not cfg.user_model:  # a path pool may carry no class names: the model's are the set
+        return open_pool(cfg, load_classifier(cfg.scoring_model).classes)
+    return open_pool(cfg, cfg.model_classes,
+                     count_classes=lambda _x: shard_outputs(cfg.output, round_))
+
+
+def shard_outputs(output: str | Path, round_: int) -> int:
+    """Classes per item in round `round_`'s shards (any one of them)."""
+    found = sorted((Path(output) / "shards" / f"r{round_}").glob("probs-*-of-*.npz"))
+    if not found:
+        raise FileNotFoundError(f"no probability shards of round {round_} in {output}")
+    with np.load(found[0], allow_pickle=False) as f:
+        return int(f["probs"].shape[1])
 
 
 def fit_seed_model(cfg: LabelConfig) -> Classifier:
@@ -69,7 +119,7 @@ def fit_seed_model(cfg: LabelConfig) -> Classifier:
     return model
 
 
-def score_shard(pool: Pool, model: Classifier, index: int, count: int, batch_size: int,
+def score_shard(pool: Pool, model: Scorer, index: int, count: int, batch_size: int,
                 model_version: str, round_: int = 0) -> Shard:
     start, stop = shard_bounds(len(pool), index, count)
     t0 = time.perf_counter()
@@ -126,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             fit_seed_model(cfg)
             log.info("fitted a model on the seed labels: %s", cfg.out / "model.pt")
             return 0
-        model = load_classifier(cfg.scoring_model)
-        pool = open_pool(cfg, model.classes)
+        model, pool = load_scorer(cfg)
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         shard = score_shard(pool, model, args.shard_index, args.shard_count,
                             cfg.inference_batch, cfg.model_version, cfg.round)

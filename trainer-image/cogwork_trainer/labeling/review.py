@@ -37,9 +37,8 @@ import numpy as np
 from . import cli, known, outputs
 from .config import LabelConfig, LabelConfigError, from_env
 from .labelstudio import Annotations, LabelStudio, LabelStudioError, merge_human_labels
-from .learner import load_classifier
 from .pool import Pool
-from .prelabel import open_pool
+from .prelabel import scored_pool
 
 log = logging.getLogger("cogwork_trainer.labeling")
 
@@ -158,8 +157,7 @@ def collect(cfg: LabelConfig, round_: int, client: LabelStudio | None,
     if round_ < 0:
         raise CollectError(f"--round: must be >= 0, got {round_}")
     out = cfg.out
-    # A path pool may carry no class names: the model's are the label set then.
-    pool = open_pool(cfg, load_classifier(cfg.scoring_model).classes if cfg.pool_path else None)
+    pool = scored_pool(cfg, round_)
     batch = review_batch(out, round_)
     pool.positions(batch)  # every task names an item of this pool, or the files are mixed up
     skipped: set[str] = set()
