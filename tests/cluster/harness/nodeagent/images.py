@@ -9,12 +9,20 @@ in its containers.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .runtime import Mount
 
 WORKSPACE = "/workspace"
+REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+def host_paths() -> list[Path]:
+    """What every image's files live in on this host: the repository (its venv, the images
+    under .build, the source of the editable install) and the Python the venvs link to."""
+    return [REPO_ROOT, Path(sys.prefix), Path(sys.base_prefix)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from . import runtime, termination
 from .envs import ConfigError, Sources, container_env, expand
 from .hosts import HostsManager, Target, pod_hostname
-from .images import ImageMap
+from .images import ImageEnv, ImageMap, host_paths
 from .kube import ApiException, Kube, now_rfc3339, status_code
 from .logs import LogError, LogRun
 from .network import Network, PodNet
@@ -269,8 +269,7 @@ class PodWorker:
             cgroup=cgroup, log=self.log_dir / f"{c.name}.log",
             script=self.pod_dir / "run" / f"{c.name}.sh",
             workdir=image.workdir(spec.get("workingDir")),
-            mounts=[*image.mounts(), *self.volumes.mounts(spec, env),
-                    termination.prepare(self.pod_dir, spec)],
+            mounts=self._mounts(image, spec, env),
         )
         try:
             offset = launch.log.stat().st_size
@@ -286,6 +285,11 @@ class PodWorker:
         c.set_running(proc, self.uid)
         self.log_runs.setdefault(c.name, []).append(offset)
         log.info("pod %s: container %s started (pid %d)", self.key, c.name, proc.pid)
+
+    def _mounts(self, image: ImageEnv, spec: Obj, env: dict[str, str]) -> list[runtime.Mount]:
+        mounts = [*image.mounts(), *self.volumes.mounts(spec, env),
+                  termination.prepare(self.pod_dir, spec)]
+        return mounts + runtime.keep_visible(mounts, host_paths())
 
     def _reap(self, c: CState) -> None:
         if c.state != "running" or c.proc is None:

@@ -82,6 +82,20 @@ def _prepare_mountpoints(mounts: list[Mount]) -> None:
             target.touch()
 
 
+def keep_visible(mounts: list[Mount], host_paths: list[Path]) -> list[Mount]:
+    """Read-only binds of `host_paths` at themselves, for those a mount would hide.
+
+    Our "images" are host directories (a venv, the repository's source): a real runtime never
+    shows the host's tree inside a container, so a volume at /tmp (a read-only root
+    filesystem's scratch space) could not hide an image's files there; here it would when the
+    repository lives under /tmp (a CI clone), so such paths are bound again on top."""
+    extra = []
+    for path in dict.fromkeys(p.resolve() for p in host_paths):
+        if any(path.is_relative_to(m.dst) for m in mounts if m.dst != "/"):
+            extra.append(Mount(path, str(path), read_only=True))
+    return extra
+
+
 def render_script(spec: LaunchSpec) -> str:
     lines = ["set -e", f"echo {shlex.quote(spec.hostname[:63])} > /proc/sys/kernel/hostname"]
     # Parents before children so a mount at /a/b is not hidden by a later mount at /a.
