@@ -28,7 +28,8 @@ __version__ = "0.1.0"
 _session: Session | None = None
 
 
-def session() -> Session:
+def current() -> Session:
+    """This process's Session (built from the env on first use)."""
     global _session
     if _session is None:
         _session = Session()
@@ -37,47 +38,47 @@ def session() -> Session:
 
 def checkpoint_dir() -> Path:
     """Where this job's checkpoints live (shared by all nodes, kept across restarts)."""
-    return session().checkpoint_dir
+    return current().checkpoint_dir
 
 
 def resume_step() -> int | None:
     """The step of the newest complete checkpoint, or None on a fresh start."""
-    return session().resume_step()
+    return current().resume_step()
 
 
 def report(step: int | None = None, epoch: int | None = None,
            metrics: dict[str, Any] | None = None, total_steps: int | None = None) -> None:
     """Progress (and ETA once total_steps is known) and metrics, from rank 0; rate-limited,
     except that every new epoch goes out."""
-    session().report(step=step, epoch=epoch, metrics=metrics, total_steps=total_steps)
+    current().report(step=step, epoch=epoch, metrics=metrics, total_steps=total_steps)
 
 
 def should_checkpoint(step: int | None = None) -> bool:
     """Collective: True on every rank when the operator asked for a checkpoint, a stop is
     pending, or step is a multiple of spec.checkpoint.everySteps."""
-    return session().should_checkpoint(step)
+    return current().should_checkpoint(step)
 
 
 def should_stop(step: int | None = None) -> bool:
     """Collective: True on every rank when the operator asked the job to stop."""
-    return session().should_stop(step)
+    return current().should_stop(step)
 
 
 def checkpoint_saved(step: int, path: str | Path | None = None) -> None:
     """Tell the operator the checkpoint of `step` is complete (when you save it yourself)."""
-    session().checkpoint_saved(step, path)
+    current().checkpoint_saved(step, path)
 
 
 def save_checkpoint(state: Any, step: int) -> Path:
     """Collective: torch.save(state) for `step` in checkpoint_dir() and record it."""
-    return session().save_checkpoint(state, step)
+    return current().save_checkpoint(state, step)
 
 
 def load_checkpoint(map_location: Any = "cpu", weights_only: bool = True
                     ) -> tuple[Any, int] | None:
     """(state, step) of the newest save_checkpoint, or None on a fresh start."""
-    return session().load_checkpoint(map_location, weights_only)
+    return current().load_checkpoint(map_location, weights_only)
 
 
-__all__ = ["checkpoint_dir", "checkpoint_saved", "load_checkpoint", "report", "resume_step",
-           "save_checkpoint", "session", "should_checkpoint", "should_stop"]
+__all__ = ["checkpoint_dir", "checkpoint_saved", "current", "load_checkpoint", "report",
+           "resume_step", "save_checkpoint", "should_checkpoint", "should_stop"]

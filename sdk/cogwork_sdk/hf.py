@@ -23,7 +23,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import session as cogwork_session  # the function cogwork_sdk.session(), not the module
+from . import current as cogwork_session  # this process's Session
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from . import session as cogwork_session  # the function cogwork_sdk.session(), not the module
+from . import current as cogwork_session  # this process's Session
 
 _CKPT_FILE = re.compile(r"^step-(\d+)\.ckpt$")
 

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.images import BARE_IMAGE, HF_IMAGE, HF_PACKAGES, installed
+from harness.images import (
+    BARE_IMAGE,
+    HF_IMAGE,
+    HF_PACKAGES,
+    LIGHTNING_IMAGE,
+    LIGHTNING_PACKAGES,
+    installed,
+)
 from harness.jobs import Jobs
 from harness.operator import Operator
 
@@ -278,3 +285,71 @@ def test_hugging_face_trainer_reports_and_stops_on_request(jobs: Jobs) -> None:
     assert status["lastCheckpointStep"] == status["progress"]["step"]  # saved on the way out
     latest = {m["name"] for m in status["metrics"]["latest"]}
     assert {"loss", "eval_loss", "learning_rate"} <= latest
+
+
+@pytest.mark.skipif(not all(installed(p) for p in HF_PACKAGES),
+                    reason="transformers/accelerate not installed (the dev extra has them)")
+def test_tunejob_prunes_hugging_face_trials_early(jobs: Jobs) -> None:
+    """ASHA over the HF script's eval_loss (reported by the callback at every evaluation, by
+    step): a pruned trial stops at its next step, well before max_steps."""
+    name = "hf-tune"
+    max_steps = 400
+    template = plain_script_job("unused", nodes={"min": 1, "max": 1},
+                                resources={"cpu": "1", "memory": "2Gi"})["spec"]
+    template["image"] = HF_IMAGE
+    template["script"] = {"command": ["python", "train_hf.py"],
+                          "args": ["--max-steps", str(max_steps), "--save-steps", "1000"]}
+    jobs.apply({
+        "apiVersion": "cogwork.dev/v1alpha1", "kind": "TuneJob", "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "eval_loss", "direction": "minimize"},
+            "parameters": [{"name": "lr", "env": "LR",
+                            "logUniform": {"min": "0.000001", "max": "0.005"}}],
+            "search": {"algorithm": "random", "seed": 11},
+            "pruner": {"algorithm": "asha", "resource": "step", "minResource": 50,
+                       "reductionFactor": 3},
+            "budget": {"maxTrials": 4, "parallelTrials": 2, "maxFailedTrials": 1},
+            "trialTemplate": template,
+        },
+    })
+    status = jobs.wait_for(
+        "search finished",
+        lambda: (s := jobs.get(name, kind="tunejob").get("status") or {}).get("phase") in
+        ("Succeeded", "Failed") and s, timeout=900)
+    assert status["phase"] == "Succeeded", status
+    children = jobs.cluster.kubectl_json("get", "trainjobs", "-n", jobs.namespace, "-l",
+                                         f"cogwork.dev/tunejob={name}")["items"]
+    pruned = [t for t in children if "cogwork.dev/pruned-at" in t["metadata"]["annotations"]]
+    assert pruned, [t["status"].get("progress") for t in children]
+    for trial in pruned:
+        assert trial["status"]["progress"]["step"] < max_steps, trial["metadata"]["name"]
+
+
+@pytest.mark.skipif(not all(installed(p) for p in LIGHTNING_PACKAGES),
+                    reason="lightning not installed (the dev extra has it)")
+def test_lightning_script_reports_and_stops_on_request(jobs: Jobs) -> None:
+    """The Lightning script (one added line: the callback) on a team's Lightning image, 2 nodes:
+    progress with total steps, logged metrics in status, a stop request ends it early."""
+    name = "lit"
+    job = plain_script_job(name, nodes={"min": 2, "max": 2})
+    job["spec"]["image"] = LIGHTNING_IMAGE
+    job["spec"]["script"] = {"command": ["python", "train_lightning.py"],
+                             "args": ["--max-steps", "100000"]}
+    jobs.apply(job)
+
+    def validated() -> dict[str, Any] | None:
+        status = jobs.status(name)
+        latest = (status.get("metrics") or {}).get("latest") or []
+        return status if any(m["name"] == "val_accuracy" for m in latest) else None
+
+    status = jobs.wait_for("a validation in status", validated, timeout=300)
+    assert status["progress"]["totalSteps"] == 100000
+    jobs.cluster.kubectl("patch", f"trainjob/{name}", "-n", jobs.namespace, "--type=merge",
+                         "-p", '{"spec": {"stop": true}}')
+    status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=180)
+    assert status["phase"] == "Succeeded", status.get("conditions")
+    assert next(c for c in status["conditions"] if c["type"] == "Succeeded")["reason"] == \
+        "Stopped"
+    assert 0 < status["progress"]["step"] < 100000
+    assert status["lastCheckpointStep"] == status["progress"]["step"]
+    assert {"loss", "val_accuracy"} <= {m["name"] for m in status["metrics"]["latest"]}

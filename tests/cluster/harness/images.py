@@ -5,7 +5,8 @@ code (examples/user-code at /workspace), nothing of Cogwork: `import cogwork`,
 `import cogwork_trainer` and `import kopf` fail there. It is a venv whose site-packages link the
 distributions of torch and numpy (with their requirements) from the project's environment, so
 it costs no download and seconds to build; it is rebuilt when missing. `hf` is the same with
-Hugging Face Transformers (and accelerate, which its Trainer needs) added: a team's HF image.
+Hugging Face Transformers (and accelerate, which its Trainer needs) added: a team's HF image;
+`lightning` the same with PyTorch Lightning.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ USER_CODE = REPO_ROOT / "examples/user-code"
 IMAGES_DIR = REPO_ROOT / ".build/images"
 BARE_PACKAGES = ("torch", "numpy")
 HF_PACKAGES = (*BARE_PACKAGES, "transformers", "accelerate")
+LIGHTNING_IMAGE = "cogwork.test/lightning:1"
+LIGHTNING_PACKAGES = (*BARE_PACKAGES, "lightning")
 
 
 def closure(roots: tuple[str, ...]) -> list[md.Distribution]:
@@ -85,8 +88,10 @@ def build_bare(root: Path = IMAGES_DIR / "bare", packages: tuple[str, ...] = BAR
 def image_args() -> list[str]:
     """The node agent's `--image` arguments for every image of the local cluster."""
     args = ["--image", f"{BARE_IMAGE}={build_bare()}"]
-    if all(installed(p) for p in HF_PACKAGES):  # dev extra; without it the HF tests skip
-        args += ["--image", f"{HF_IMAGE}={build_bare(IMAGES_DIR / 'hf', HF_PACKAGES)}"]
+    for image, directory, packages in ((HF_IMAGE, "hf", HF_PACKAGES),
+                                       (LIGHTNING_IMAGE, "lightning", LIGHTNING_PACKAGES)):
+        if all(installed(p) for p in packages):  # dev extra; without it their tests skip
+            args += ["--image", f"{image}={build_bare(IMAGES_DIR / directory, packages)}"]
     return args
 
 

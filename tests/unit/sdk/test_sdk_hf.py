@@ -77,7 +77,7 @@ def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 def unlimited() -> None:
     """Every report goes out (the one-a-second limit would make the test depend on speed)."""
-    cogwork_sdk.session().reporter.min_interval_s = 0.0
+    cogwork_sdk.current().reporter.min_interval_s = 0.0
 
 
 def trainer(job: dict[str, Path], max_steps: int, *extra: TrainerCallback,

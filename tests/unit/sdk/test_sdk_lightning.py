@@ -81,7 +81,7 @@ def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 def fit(job: dict[str, Path], max_steps: int, *extra: pl.Callback, ckpt_path: str | None = None,
         **kwargs: Any) -> pl.Trainer:
-    cogwork_sdk.session().reporter.min_interval_s = 0.0  # every report goes out: no timing
+    cogwork_sdk.current().reporter.min_interval_s = 0.0  # every report goes out: no timing
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False,
                          enable_progress_bar=False, enable_checkpointing=False,
                          enable_model_summary=False, default_root_dir=job["root"],
