@@ -93,6 +93,9 @@ class Session:
 
     def poll(self, step: int | None = None) -> Decision:
         """Rank 0 reads the control file and broadcasts, once per `step` (None: every call)."""
+        if self.control.handled_token is None and dist.rank() == 0:
+            # A restarted process must not answer again what the checkpoint already answered.
+            self.control.handled_token = self._record().get("request")
         if step is None or self._decision is None or self._decision[0] != step:
             self._decision = (step, self.control.poll())
         return self._decision[1]
@@ -123,12 +126,22 @@ class Session:
             else None
         if dist.rank() == 0:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            record = {"step": step, "path": str(path) if path is not None else None}
+            record: dict[str, Any] = {"step": step,
+                                      "path": str(path) if path is not None else None}
+            if token or self.control.handled_token:  # the request this checkpoint answered
+                record["request"] = token or self.control.handled_token
             tmp = self.checkpoint_dir / (LATEST_FILE + ".tmp")
             tmp.write_text(json.dumps(record) + "\n")
             os.replace(tmp, self.checkpoint_dir / LATEST_FILE)
             self.control.mark_handled(token)
             self.reporter.emit("checkpoint", checkpointRequest=token, **self._fields())
+
+    def _record(self) -> dict[str, Any]:
+        try:
+            record = json.loads((self.checkpoint_dir / LATEST_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
 
     def latest(self) -> tuple[int, str | None] | None:
         """(step, path) of the newest complete checkpoint, from the record."""

@@ -124,3 +124,14 @@ def test_stdout_metric_lines_custom_format() -> None:
     assert lines.feed("accuracy: 0.5") and not lines.feed("accuracy=0.7")
     assert lines.report_fields() == {"step": None, "epoch": None,
                                      "metrics": [{"name": "accuracy", "value": "0.5"}]}
+
+
+def test_a_restarted_process_does_not_answer_the_same_request_again(
+        env: dict[str, str]) -> None:
+    """After a scale-down the group restarts while the request annotation is still there."""
+    annotate(env, 'cogwork.dev/checkpoint-request="scale-down-1"\n')
+    first = Session(env)
+    assert first.should_checkpoint(12)
+    first.checkpoint_saved(12, "/somewhere/step-12")
+    restarted = Session(env)
+    assert not restarted.should_checkpoint(13)
