@@ -54,6 +54,7 @@ class Session:
         self.last_checkpoint_step: int | None = None
         self._decision: tuple[int | None, Decision] | None = None  # the last poll, by step
         self._stop_reported = False
+        self._answered_loaded = False
         self._resume_reported = False
 
     # -- reporting (rank 0) ------------------------------------------------------------------
@@ -93,9 +94,12 @@ class Session:
 
     def poll(self, step: int | None = None) -> Decision:
         """Rank 0 reads the control file and broadcasts, once per `step` (None: every call)."""
-        if self.control.handled_token is None and dist.rank() == 0:
-            # A restarted process must not answer again what the checkpoint already answered.
-            self.control.handled_token = self._record().get("request")
+        if not self._answered_loaded:
+            # Once per process, not per step: a restarted process must not answer again the
+            # request its checkpoint already answered (rank 0 alone decides).
+            self._answered_loaded = True
+            if dist.rank() == 0:
+                self.control.handled_token = self._record().get("request")
         if step is None or self._decision is None or self._decision[0] != step:
             self._decision = (step, self.control.poll())
         return self._decision[1]
