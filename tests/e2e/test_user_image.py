@@ -158,6 +158,20 @@ def test_bare_image_cannot_run_the_builtin_task(jobs: Jobs) -> None:
     assert "No module named 'cogwork_trainer'" in log
 
 
+def finished_search(jobs: Jobs, name: str
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A TuneJob's final status (asserted Succeeded), its trials and the pruned ones."""
+    status = jobs.wait_for(
+        "search finished",
+        lambda: (s := jobs.get(name, kind="tunejob").get("status") or {}).get("phase") in
+        ("Succeeded", "Failed") and s, timeout=900)
+    assert status["phase"] == "Succeeded", status
+    children = jobs.cluster.kubectl_json("get", "trainjobs", "-n", jobs.namespace, "-l",
+                                         f"cogwork.dev/tunejob={name}")["items"]
+    pruned = [t for t in children if "cogwork.dev/pruned-at" in t["metadata"]["annotations"]]
+    return status, children, pruned
+
+
 def test_tunejob_asha_over_the_sdk_script_prunes_and_promotes(jobs: Jobs) -> None:
     """Trials of the SDK script on the bare image: the learning rate reaches it through env,
     its per-epoch val_accuracy is the objective, ASHA stops weak trials at the next step."""
@@ -184,14 +198,7 @@ def test_tunejob_asha_over_the_sdk_script_prunes_and_promotes(jobs: Jobs) -> Non
             "trialTemplate": template,
         },
     })
-    status = jobs.wait_for(
-        "search finished",
-        lambda: (s := jobs.get(name, kind="tunejob").get("status") or {}).get("phase") in
-        ("Succeeded", "Failed") and s, timeout=900)
-    assert status["phase"] == "Succeeded", status
-    children = jobs.cluster.kubectl_json("get", "trainjobs", "-n", jobs.namespace, "-l",
-                                         f"cogwork.dev/tunejob={name}")["items"]
-    pruned = [t for t in children if "cogwork.dev/pruned-at" in t["metadata"]["annotations"]]
+    status, _, pruned = finished_search(jobs, name)
     assert pruned and status["trials"]["pruned"] == len(pruned)
     full_budget = epochs * steps_per_epoch
     for trial in pruned:
@@ -319,14 +326,7 @@ def test_tunejob_prunes_hugging_face_trials_early(jobs: Jobs) -> None:
             "trialTemplate": template,
         },
     })
-    status = jobs.wait_for(
-        "search finished",
-        lambda: (s := jobs.get(name, kind="tunejob").get("status") or {}).get("phase") in
-        ("Succeeded", "Failed") and s, timeout=900)
-    assert status["phase"] == "Succeeded", status
-    children = jobs.cluster.kubectl_json("get", "trainjobs", "-n", jobs.namespace, "-l",
-                                         f"cogwork.dev/tunejob={name}")["items"]
-    pruned = [t for t in children if "cogwork.dev/pruned-at" in t["metadata"]["annotations"]]
+    _, children, pruned = finished_search(jobs, name)
     assert pruned, [t["status"].get("progress") for t in children]
     for trial in pruned:
         assert trial["status"]["progress"]["step"] < max_steps, trial["metadata"]["name"]
