@@ -181,11 +181,11 @@ async def delete_pod(namespace: str, name: str, grace_seconds: int | None = None
         raise
 
 
-async def patch_pod_annotations(namespace: str, name: str,
-                                annotations: dict[str, str | None]) -> None:
+async def patch_pod(namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """Merge-patch a pod (the operator patches only its annotations); a gone pod is fine."""
     try:
-        await request("PATCH", _path("", "v1", namespace, "pods", name),
-                      {"metadata": {"annotations": annotations}}, content_type=MERGE_PATCH)
+        await request("PATCH", _path("", "v1", namespace, "pods", name), patch,
+                      content_type=MERGE_PATCH)
     except ApiError as err:
         if err.status != 404:
             raise
@@ -315,3 +315,16 @@ async def patch_namespaced_object(group: str, version: str, plural: str, namespa
             raise Rejected(err.body or err.reason) from err
         if err.status != 404:
             raise
+
+
+async def delete_namespaced_object(group: str, version: str, plural: str, namespace: str,
+                                   name: str) -> bool:
+    """Delete any namespaced custom object (and, in the background, what it owns)."""
+    try:
+        await request("DELETE", _path(group, version, namespace, plural, name),
+                      params={"propagationPolicy": "Background"})
+        return True
+    except ApiError as err:
+        if err.status == 404:
+            return False
+        raise

@@ -78,13 +78,14 @@ def test_core_objects(cluster: Cluster, namespace: str, admin: None) -> None:
         cluster, namespace, "pod", "kp")["metadata"]["uid"]
     assert run(kube.get_pod(namespace, "absent")) is None
 
-    run(kube.patch_pod_annotations(namespace, "kp", {"cogwork.dev/seen": "yes"}))
+    run(kube.patch_pod(namespace, "kp", {"metadata": {"annotations": {"cogwork.dev/seen": "yes"}}}))
     annotations = get_json(cluster, namespace, "pod", "kp")["metadata"]["annotations"]
     assert annotations == {"keep": "1", "cogwork.dev/seen": "yes"}
-    run(kube.patch_pod_annotations(namespace, "kp", {"cogwork.dev/seen": None}))
+    run(kube.patch_pod(namespace, "kp", {"metadata": {"annotations": {"cogwork.dev/seen": None}}}))
     annotations = get_json(cluster, namespace, "pod", "kp")["metadata"]["annotations"]
     assert annotations == {"keep": "1"}
-    run(kube.patch_pod_annotations(namespace, "absent", {"a": "b"}))  # 404 tolerated
+    # 404 tolerated
+    run(kube.patch_pod(namespace, "absent", {"metadata": {"annotations": {"a": "b"}}}))
 
     assert run(kube.delete_pod(namespace, "kp", grace_seconds=0)) is True
     assert run(kube.get_pod(namespace, "kp")) is None

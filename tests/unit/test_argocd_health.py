@@ -60,11 +60,12 @@ def test_argocd_cases(kind: str, case: dict[str, Any]) -> None:
 def test_planner_statuses_map_to_argo_health() -> None:
     """What the TrainJob planner writes, pass by pass, reads right in Argo CD."""
     sys.path.insert(0, str(Path(__file__).parent / "plan"))
+    from cogwork.plan.lifecycle import StatusPatch
     from test_plan_reconcile import advance, job, pod, running_pods, step
 
-    def as_obj(status: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    def as_obj(status: StatusPatch, generation: int = 1) -> dict[str, Any]:
         return {"kind": "TrainJob", "metadata": {"name": "digits", "generation": generation},
-                "status": status}
+                "status": status.wire()}
 
     running = step(job(), running_pods())
     assert health("TrainJob", as_obj(running.status)) == {

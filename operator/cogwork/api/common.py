@@ -202,6 +202,11 @@ def rfc3339(moment: datetime | None = None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(text: str | None) -> datetime | None:
+    """A Kubernetes timestamp (or None) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
 def find_condition(conditions: Sequence[Condition], condition_type: str) -> Condition | None:
     return next((c for c in conditions if c.type == condition_type), None)
 
@@ -240,10 +245,6 @@ def set_condition(
     if previous is None:
         return [*conditions, updated]
     return [updated if c.type == condition_type else c for c in conditions]
-
-
-def remove_condition(conditions: Sequence[Condition], condition_type: str) -> list[Condition]:
-    return [c for c in conditions if c.type != condition_type]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,6 +85,12 @@ MULTI_OBJECTIVE_RULES = (
 )
 
 
+# Katib's Experiment has no suspend: a suspended TuneJob would keep its trials running.
+KATIB_SUSPEND_RULE = ("!(has(self.suspend) && self.suspend) || self.engine != 'katib'",
+                      "spec.suspend is not supported with spec.engine katib (a Katib "
+                      "Experiment cannot be suspended)")
+
+
 def _multi_objective_errors(spec: TuneJobSpec) -> list[str]:
     """The messages of MULTI_OBJECTIVE_RULES that `spec` breaks (the pydantic twin of the CEL)."""
     if not spec.objective.additional:
@@ -111,6 +117,7 @@ def _spec_validations() -> dict[str, Any]:
             field_path=".parameters"),
         cel("!self.trialTemplate.stop", "spec.trialTemplate.stop must be false",
             field_path=".trialTemplate.stop"),
+        cel(KATIB_SUSPEND_RULE[0], KATIB_SUSPEND_RULE[1], field_path=".suspend"),
     ]
     # Multi-objective: what Optuna and Katib cannot do with more than one objective.
     multi = "has(self.objective.additional) && size(self.objective.additional) > 0"
@@ -122,7 +129,8 @@ def _spec_validations() -> dict[str, Any]:
 
 
 class TuneJobSpec(SpecModel):
-    """Desired state of a TuneJob. Mutable: suspend, budget, promote; the rest is immutable."""
+    """Desired state of a TuneJob. Mutable: suspend, budget, promote, activeDeadlineSeconds,
+    ttlSecondsAfterFinished; the rest is immutable."""
 
     model_config = ConfigDict(json_schema_extra=_spec_validations())
 
@@ -151,6 +159,12 @@ class TuneJobSpec(SpecModel):
                                                      "from; parameters overwrite their fields.")
     promote: Promote = Field(default_factory=Promote, json_schema_extra=_defaults_of(Promote),
                              description="Final TrainJob with the best parameters.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the search (and stop its trials) this long after "
+                                        "it started; suspend resets the clock.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the TuneJob this long after it finished; its "
+                                        "trials and the promoted TrainJob it owns go with it.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -165,6 +179,8 @@ class TuneJobSpec(SpecModel):
             raise ValueError("parameters that set task.* fields need spec.trialTemplate.task")
         if self.trial_template.stop:
             raise ValueError("spec.trialTemplate.stop must be false")
+        if self.suspend and self.engine == "katib":
+            raise ValueError(KATIB_SUSPEND_RULE[1])
         for message in _multi_objective_errors(self):
             raise ValueError(message)
         return self
@@ -228,7 +244,7 @@ class TuneJobStatus(StatusModel):
     promoted_train_job: str | None = Field(default=None,
                                            description="The final TrainJob, once created.")
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                   description="When the first pass ran.")
+                                   description="When the search last started (resumed).")
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
                                         description="When the search succeeded or failed.")
 

@@ -18,22 +18,17 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from cogwork import kube, metrics
+from cogwork import kube
 from cogwork.api import contract
-from cogwork.api.common import GROUP, VERSION, is_condition_true
-from cogwork.api.labeljob import LabelJob
+from cogwork.api.common import GROUP, VERSION
+from cogwork.api.labeljob import LABELJOB_RESOURCE, LabelJob
+from cogwork.api.trainjob import TRAINJOB_RESOURCE
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
-from cogwork.plan.labeljob import (
-    TERMINAL,
-    Actions,
-    LabelPod,
-    Retraining,
-    observe_pod,
-    reconcile,
-)
+from cogwork.plan.labeljob import LabelPod, Retraining, observe_pod, reconcile
 from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
 from cogwork.plan.labeljob_rounds import LABEL_LABELJOB, retrain_round
+from cogwork.plan.lifecycle import is_finished
 
 log = logging.getLogger(__name__)
 CONTROLLER = "labeljob"
@@ -49,14 +44,14 @@ async def labeljob_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> N
     runtime.wake(CONTROLLER, namespace, job)
 
 
-@kopf.on.event(GROUP, VERSION, "labeljobs")  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, LABELJOB_RESOURCE.plural)  # type: ignore[arg-type]
 async def labeljob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                            **_: Any) -> None:
     runtime.object_event(CONTROLLER, type, namespace, name, body,
                          lambda latest: reconcile_once(namespace, name, latest))
 
 
-@kopf.on.event(GROUP, VERSION, "trainjobs",  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, TRAINJOB_RESOURCE.plural,  # type: ignore[arg-type]
                labels={LABEL_LABELJOB: kopf.PRESENT})
 async def retrain_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(LABEL_LABELJOB, ""))
@@ -65,14 +60,15 @@ async def retrain_changed(namespace: str, labels: dict[str, str], **_: Any) -> N
 async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retraining]:
     """Read what spec.model.fromTrainJob names and, with review rounds, the retrain TrainJobs;
     a finished LabelJob needs nothing."""
-    if any(is_condition_true(job.status.conditions, t) for t in TERMINAL):
+    if is_finished(job.status.conditions):
         return ModelResolution(), Retraining()  # not consulted once the job finished
     trainjob = None
     if job.spec.model.from_train_job:
-        trainjob = await kube.get_custom("trainjobs", namespace, job.spec.model.from_train_job)
+        trainjob = await kube.get_custom(TRAINJOB_RESOURCE.plural, namespace,
+                                         job.spec.model.from_train_job)
     retrains: dict[int, dict[str, Any]] = {}
     if job.spec.review.max_rounds > 1:
-        listed = await kube.list_custom("trainjobs", namespace,
+        listed = await kube.list_custom(TRAINJOB_RESOURCE.plural, namespace,
                                         f"{LABEL_LABELJOB}={job.metadata.name}")
         for item in listed:
             round_ = retrain_round(job, item["metadata"]["name"])
@@ -87,26 +83,11 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> 
     try:
         job = LabelJob.model_validate(snapshot)
     except ValidationError as err:
-        return await runtime.report_invalid("labeljobs", namespace, name, snapshot, err)
+        return await runtime.report_invalid(LABELJOB_RESOURCE, namespace, name, snapshot, err)
     pods = PODS.get(namespace, name)
     model, retraining = await resolve(job, namespace)
     actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings(),
                         retraining)
-    await apply(namespace, name, snapshot, actions)
-    metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
-    return None if actions.delete_job else actions.requeue_after
+    applied = await runtime.apply(LABELJOB_RESOURCE, namespace, name, snapshot, actions)
+    return runtime.pass_result(CONTROLLER, actions, applied)
 
-
-async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
-    await runtime.create_children(namespace, body, ([child] for child in actions.create))
-    for pod in actions.delete_pods:
-        if await kube.delete_pod(namespace, pod):
-            metrics.POD_ACTIONS.labels("delete").inc()
-    if runtime.status_changed(body.get("status") or {}, actions.status):
-        await kube.patch_custom_status("labeljobs", namespace, name, actions.status)
-    for kind, reason, message in actions.events:
-        kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
-    if actions.delete_job:
-        kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
-                  message="spec.ttlSecondsAfterFinished passed")
-        await kube.delete_custom("labeljobs", namespace, name)

@@ -26,7 +26,6 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                     **_: Any) -> None:
     # Our own prefix for everything Kopf stores on objects, from the first release on.
-    settings.persistence.finalizer = runtime.KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"

@@ -1,4 +1,5 @@
-"""Process-wide pieces the controllers share: operator settings, wake-ups, status diffing.
+"""Process-wide pieces the controllers share: operator settings, wake-ups, the reconcile loop
+and `apply`, which carries out any kind's planned `Actions` the same way.
 
 The wake-up events are a latency optimisation only. Losing them (operator restart) loses nothing:
 every loop also wakes on its own timer and recomputes from the API objects.
@@ -19,17 +20,23 @@ import kopf
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import set_condition
+from cogwork.api.common import CustomResource
+from cogwork.api.crdgen import RESOURCES
 from cogwork.controllers.config import OperatorConfig
-from cogwork.plan.kstatus import with_kstatus
-from cogwork.plan.trainjob import RenderSettings
+from cogwork.plan.lifecycle import Actions, ChildPatch, ChildRef, failed_status
+from cogwork.plan.settings import RenderSettings
+from cogwork.tuning.katib_names import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_PLURAL,
+    KATIB_API_VERSION,
+    KATIB_GROUP,
+    KATIB_VERSION,
+)
 
 log = logging.getLogger(__name__)
 ERROR_RETRY_S = 5.0
 INVALID_RECHECK_S = 300.0
-# Kopf's finalizer, set on our objects by operator versions that ran a Kopf daemon per object.
-# No handler needs it now, so Kopf removes it from such an object at the first event it sees.
-KOPF_FINALIZER = "cogwork.dev/finalizer"
+STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
 
 _wakeups: dict[tuple[str, str, str], asyncio.Event] = {}
 # Loops run by `follow` (no Kopf daemon): each one's task and the object's latest body.
@@ -134,6 +141,11 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
                                           context=_loop_context())
 
 
+def one_at_a_time(children: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """Create children in the planner's order (a claim before the pod that mounts it)."""
+    return ([child] for child in children)
+
+
 async def create_children(namespace: str, owner: Mapping[str, Any],
                           groups: Iterable[list[dict[str, Any]]]) -> None:
     """Create an owner's children: each group at once, the groups in order (a later group may
@@ -142,9 +154,87 @@ async def create_children(namespace: str, owner: Mapping[str, Any],
     for group in groups:
         for child in group:
             kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
-        created = await asyncio.gather(*(kube.create(namespace, child) for child in group))
+        created = await asyncio.gather(*(_create(namespace, child) for child in group))
         metrics.POD_ACTIONS.labels("create").inc(
             sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))
+
+
+async def _create(namespace: str, child: dict[str, Any]) -> bool:
+    if child["apiVersion"] == KATIB_API_VERSION and child["kind"] == EXPERIMENT_KIND:
+        return await kube.create_namespaced_object(KATIB_GROUP, KATIB_VERSION,
+                                                   EXPERIMENT_PLURAL, namespace, child)
+    return await kube.create(namespace, child)
+
+
+async def _patch(namespace: str, child: ChildPatch) -> None:
+    if child.kind == "Pod":
+        await kube.patch_pod(namespace, child.name, child.patch)
+    elif child.kind == EXPERIMENT_KIND:
+        await kube.patch_namespaced_object(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,
+                                           namespace, child.name, child.patch)
+    else:  # one of our kinds (a trial TrainJob)
+        await kube.patch_custom(_plural(child.kind), namespace, child.name, child.patch)
+
+
+async def _delete(namespace: str, child: ChildRef) -> None:
+    if child.kind == "Pod":
+        if await kube.delete_pod(namespace, child.name):
+            metrics.POD_ACTIONS.labels("delete").inc()
+    elif child.kind == EXPERIMENT_KIND:
+        await kube.delete_namespaced_object(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,
+                                            namespace, child.name)
+    else:
+        await kube.delete_custom(_plural(child.kind), namespace, child.name)
+
+
+def _plural(kind: str) -> str:
+    return next(r.plural for r in RESOURCES if r.kind == kind)
+
+
+async def apply(resource: CustomResource, namespace: str, name: str, body: Mapping[str, Any],
+                actions: Actions,
+                groups: Callable[[list[dict[str, Any]]], Iterable[list[dict[str, Any]]]]
+                = one_at_a_time) -> bool:
+    """Carry out one pass's decisions for a job of any kind: create, patch and delete
+    children, write the status, post events, delete the job after its TTL. False when the
+    status write found this pass's view stale (then nothing after it happened: redo the pass).
+
+    Optimistic concurrency: counters (restarts, activeNodes, trial counts) are computed from
+    the status the pass read, so a write based on a stale view (our previous write or a
+    progress report not yet in the watch cache) is refused and the pass is redone on a fresh
+    view. Children first: a repeated create after a refused write gets 409 and changes nothing.
+    """
+    await create_children(namespace, body, groups(actions.create))
+    for patch in actions.patch:
+        await _patch(namespace, patch)
+    for child in actions.delete:
+        await _delete(namespace, child)
+    status = actions.status.wire()
+    if status_changed(body.get("status") or {}, status):
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        try:
+            await kube.patch_custom_status(resource.plural, namespace, name, status, version)
+        except kube.Conflict:
+            log.debug("%s %s/%s changed under this pass; redoing it", resource.kind, namespace,
+                      name)
+            return False
+    for event in actions.events:
+        kopf.event(body, type=event.type, reason=event.reason,  # type: ignore[arg-type]
+                   message=event.message)
+    if actions.delete_job:
+        kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
+                  message="spec.ttlSecondsAfterFinished passed")
+        await kube.delete_custom(resource.plural, namespace, name)
+    return True
+
+
+def pass_result(controller: str, actions: Actions, applied: bool) -> float | None:
+    """Count the pass; seconds until the next one (None once the job deleted itself)."""
+    if not applied:
+        metrics.RECONCILE_TOTAL.labels(controller, "conflict").inc()
+        return STALE_RETRY_S
+    metrics.RECONCILE_TOTAL.labels(controller, "ok").inc()
+    return None if actions.delete_job else actions.requeue_after
 
 
 def object_event(controller: str, event_type: str | None, namespace: str, name: str,
@@ -195,24 +285,34 @@ async def _follow(key: tuple[str, str, str],
             _wakeups.pop(key, None)
 
 
-async def report_invalid(plural: str, namespace: str, name: str, body: dict[str, Any],
-                         err: ValidationError) -> float:
+def invalid_message(err: ValidationError) -> str:
+    """The first error as the user wrote the manifest: the field path and the rule, without
+    pydantic's prefixes ("Value error, ...") or the model names it adds to union paths."""
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"] if not _is_model_name(p))
+    text = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not path or text.startswith(("spec.", "metadata.", path)):
+        return text
+    return f"{path}: {text}"
+
+
+def _is_model_name(part: object) -> bool:
+    # Unions and validators add a location part per member ("function-after[...]", "int").
+    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool"))
+
+
+async def report_invalid(resource: CustomResource, namespace: str, name: str,
+                         body: dict[str, Any], err: ValidationError) -> float:
     """What the schema could not catch becomes a Failed condition that names the field.
 
     Returns the delay until the object is looked at again (a spec change wakes it sooner)."""
-    first = err.errors()[0]
-    message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    message = invalid_message(err)
     status = body.get("status") or {}
     if any(c.get("reason") == "InvalidSpec" and c.get("message") == message
            for c in status.get("conditions", [])):
         return INVALID_RECHECK_S
     generation = body.get("metadata", {}).get("generation")
-    failed = set_condition([], "Failed", "True", "InvalidSpec", message,
-                           observed_generation=generation)
-    conditions = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                  for c in with_kstatus(failed, "Failed", generation)]
-    await kube.patch_custom_status(plural, namespace, name,
-                                   {"phase": "Failed", "conditions": conditions,
-                                    "observedGeneration": generation})
+    await kube.patch_custom_status(resource.plural, namespace, name,
+                                   failed_status([], "InvalidSpec", message, generation))
     kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
     return INVALID_RECHECK_S

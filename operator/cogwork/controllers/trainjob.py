@@ -16,24 +16,26 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from cogwork import kube, metrics
+from cogwork import kube
 from cogwork.api import contract
-from cogwork.api.common import GROUP, VERSION, is_condition_true
-from cogwork.api.trainjob import TrainJob
+from cogwork.api.common import GROUP, VERSION
+from cogwork.api.labeljob import LABELJOB_RESOURCE
+from cogwork.api.trainjob import TRAINJOB_RESOURCE, TrainJob
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
 from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
+from cogwork.plan.lifecycle import is_finished
 from cogwork.plan.trainjob import (
     PodObservation,
     expected_pod_names,
     job_labels,
     observe_pod,
 )
-from cogwork.plan.trainjob_reconcile import Actions, reconcile
+from cogwork.plan.trainjob_reconcile import reconcile
 
 log = logging.getLogger(__name__)
 CONTROLLER = "trainjob"
-STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
+PLURAL = TRAINJOB_RESOURCE.plural
 DATA_RECHECK_S = 5.0  # how often a TrainJob waiting for a LabelJob's dataset looks again
 
 
@@ -47,7 +49,7 @@ async def pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, job)
 
 
-@kopf.on.event(GROUP, VERSION, "trainjobs")  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
 async def trainjob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                            **_: Any) -> None:
     runtime.object_event(CONTROLLER, type, namespace, name, body,
@@ -60,17 +62,15 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> 
     try:
         job = TrainJob.model_validate(snapshot)
     except ValidationError as err:
-        return await runtime.report_invalid("trainjobs", namespace, name, snapshot, err)
+        return await runtime.report_invalid(TRAINJOB_RESOURCE, namespace, name, snapshot, err)
     data = await resolve_data(job, namespace)
     if data.waiting is not None:
         return await wait_for_data(namespace, name, snapshot, job, data.waiting)
     pods = await observed_pods(namespace, name, job)
     actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings(), data.location)
-    if not await apply(namespace, name, snapshot, actions):
-        metrics.RECONCILE_TOTAL.labels(CONTROLLER, "conflict").inc()
-        return STALE_RETRY_S
-    metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
-    return None if actions.delete_job else actions.requeue_after
+    applied = await runtime.apply(TRAINJOB_RESOURCE, namespace, name, snapshot, actions,
+                                  groups=store_then_workers)
+    return runtime.pass_result(CONTROLLER, actions, applied)
 
 
 async def observed_pods(namespace: str, name: str, job: TrainJob) -> list[PodObservation]:
@@ -87,10 +87,9 @@ async def observed_pods(namespace: str, name: str, job: TrainJob) -> list[PodObs
 async def resolve_data(job: TrainJob, namespace: str) -> DataResolution:
     """Read the LabelJob spec.data.fromLabelJob names; a finished TrainJob renders nothing."""
     data = job.spec.data
-    if data is None or data.from_label_job is None or \
-            any(is_condition_true(job.status.conditions, t) for t in ("Succeeded", "Failed")):
+    if data is None or data.from_label_job is None or is_finished(job.status.conditions):
         return DataResolution()
-    labeljob = await kube.get_custom("labeljobs", namespace, data.from_label_job)
+    labeljob = await kube.get_custom(LABELJOB_RESOURCE.plural, namespace, data.from_label_job)
     return resolve_dataset(job, labeljob)
 
 
@@ -99,41 +98,11 @@ async def wait_for_data(namespace: str, name: str, body: dict[str, Any], job: Tr
     """Nothing starts before the data exists: say so in a condition and look again soon."""
     status = waiting_for_data_status(job, message, datetime.now(UTC))
     if runtime.status_changed(body.get("status") or {}, status):
-        await kube.patch_custom_status("trainjobs", namespace, name, status)
+        await kube.patch_custom_status(PLURAL, namespace, name, status)
     return DATA_RECHECK_S
 
 
-async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> bool:
-    """Carry out one pass's decisions; False when the status write found our view stale."""
-    await create_children(namespace, body, actions.create)
-    for pod, pod_annotations in actions.annotate_pods.items():
-        await kube.patch_pod_annotations(namespace, pod, pod_annotations)
-    for pod in actions.delete_pods:
-        if await kube.delete_pod(namespace, pod):
-            metrics.POD_ACTIONS.labels("delete").inc()
-    if runtime.status_changed(body.get("status") or {}, actions.status):
-        # Optimistic concurrency: restarts and activeNodes are counted from the status this
-        # pass read, so a write based on a stale view (our previous write or a progress report
-        # not yet in the watch cache) is refused and the pass is redone on a fresh view.
-        version = body.get("metadata", {}).get("resourceVersion")
-        try:
-            await kube.patch_custom_status("trainjobs", namespace, name, actions.status,
-                                           version)
-        except kube.Conflict:
-            log.debug("%s/%s changed under this pass; redoing it", namespace, name)
-            return False
-    for event in actions.events:
-        kopf.event(body, type=event.type, reason=event.reason,  # type: ignore[arg-type]
-                   message=event.message)
-    if actions.delete_job:
-        kopf.info(body, reason="TTLExpired",  # type: ignore[arg-type]
-                  message="spec.ttlSecondsAfterFinished passed")
-        await kube.delete_custom("trainjobs", namespace, name)
-    return True
-
-
-async def create_children(namespace: str, body: dict[str, Any],
-                          children: list[dict[str, Any]]) -> None:
+def store_then_workers(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The Service, claim and store pod first, then the workers, each group at once: two round
     trips for a new job instead of one per child. Workers mount the claim, and a store created
     after a worker would mark that worker's failure as the store's (see check_failures)."""
@@ -141,5 +110,4 @@ async def create_children(namespace: str, body: dict[str, Any],
         role = (child["metadata"].get("labels") or {}).get(contract.LABEL_ROLE)
         return bool(child["kind"] == "Pod" and role == contract.ROLE_WORKER)
 
-    await runtime.create_children(namespace, body, [
-        [c for c in children if not is_worker(c)], [c for c in children if is_worker(c)]])
+    return [[c for c in children if not is_worker(c)], [c for c in children if is_worker(c)]]

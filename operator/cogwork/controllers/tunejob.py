@@ -18,23 +18,25 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from cogwork import kube, metrics
+from cogwork import kube
 from cogwork.api.common import GROUP, VERSION
-from cogwork.api.tunejob import TuneJob
+from cogwork.api.trainjob import TRAINJOB_RESOURCE
+from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime, tunejob_katib
-from cogwork.plan.tunejob import Actions, reconcile
+from cogwork.plan.tunejob import reconcile
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB, observe_trial
 
 log = logging.getLogger(__name__)
 CONTROLLER = "tunejob"
 
 
-@kopf.on.event(GROUP, VERSION, "trainjobs", labels={LABEL_TUNEJOB: kopf.PRESENT})  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, TRAINJOB_RESOURCE.plural,  # type: ignore[arg-type]
+               labels={LABEL_TUNEJOB: kopf.PRESENT})
 async def trial_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     runtime.wake(CONTROLLER, namespace, labels.get(LABEL_TUNEJOB, ""))
 
 
-@kopf.on.event(GROUP, VERSION, "tunejobs")  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, TUNEJOB_RESOURCE.plural)  # type: ignore[arg-type]
 async def tunejob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                           **kwargs: Any) -> None:
     # Katib Experiments by TuneJob; Kopf fills it only if their CRD was served at start-up.
@@ -44,19 +46,21 @@ async def tunejob_changed(type: str | None, namespace: str, name: str, body: kop
 
 
 async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
-                         experiments: tunejob_katib.ExperimentIndex | None = None) -> float:
-    """One pass; returns seconds until the next one."""
+                         experiments: tunejob_katib.ExperimentIndex | None = None
+                         ) -> float | None:
+    """One pass; returns seconds until the next one, or None when the job is gone."""
     snapshot = dict(body)
     try:
         job = TuneJob.model_validate(snapshot)
     except ValidationError as err:
-        return await runtime.report_invalid("tunejobs", namespace, name, snapshot, err)
+        return await runtime.report_invalid(TUNEJOB_RESOURCE, namespace, name, snapshot, err)
     if job.spec.engine == "katib":
         return await tunejob_katib.reconcile_once(namespace, name, snapshot, job, experiments)
     objective, pruner = job.spec.objective, job.spec.pruner
     # Listed, not cached: a consistent read, so a pass never asks for a trial index that a
     # trial not yet seen by a watch already has.
-    listed = await kube.list_custom("trainjobs", namespace, f"{LABEL_TUNEJOB}={name}")
+    listed = await kube.list_custom(TRAINJOB_RESOURCE.plural, namespace,
+                                    f"{LABEL_TUNEJOB}={name}")
     observed = (observe_trial(b, objective.metric, pruner.resource) for b in listed)
     trials = [t for t in observed if t is not None]
     # Imported on first use: Optuna and SciPy cost ~65 MB that an operator running no builtin
@@ -66,16 +70,6 @@ async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
     # Rebuilding the study and asking is CPU work: keep it off the event loop.
     decision = await asyncio.to_thread(builtin.decide, job, trials)
     actions = reconcile(job, trials, decision, datetime.now(UTC))
-    await apply(namespace, name, snapshot, actions)
-    metrics.RECONCILE_TOTAL.labels(CONTROLLER, "ok").inc()
-    return actions.requeue_after
+    applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, snapshot, actions)
+    return runtime.pass_result(CONTROLLER, actions, applied)
 
-
-async def apply(namespace: str, name: str, body: dict[str, Any], actions: Actions) -> None:
-    await runtime.create_children(namespace, body, ([child] for child in actions.create))
-    for trial, patch in actions.patch_trials.items():
-        await kube.patch_custom("trainjobs", namespace, trial, patch)
-    if runtime.status_changed(body.get("status") or {}, actions.status):
-        await kube.patch_custom_status("tunejobs", namespace, name, actions.status)
-    for kind, reason, message in actions.events:
-        kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]

@@ -14,10 +14,12 @@ from typing import Any
 import kopf
 
 from cogwork import kube
-from cogwork.api.tunejob import TuneJob
+from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime
+from cogwork.plan.lifecycle import Event
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
 from cogwork.tuning.katib_names import (
+    EXPERIMENT_KIND,
     EXPERIMENT_PLURAL,
     KATIB_GROUP,
     KATIB_VERSION,
@@ -59,41 +61,24 @@ async def observe(namespace: str, job: TuneJob,
 
 
 async def reconcile_once(namespace: str, name: str, body: dict[str, Any], job: TuneJob,
-                         index: ExperimentIndex | None) -> float:
-    """One pass for a Katib-engine TuneJob; returns seconds until the next one."""
+                         index: ExperimentIndex | None) -> float | None:
+    """One pass for a Katib-engine TuneJob; returns seconds until the next one (None: gone)."""
     from cogwork.tuning import katib_status  # Katib's API models: only once a job uses Katib
 
     experiment, installed = await observe(namespace, job, index)
     now = datetime.now(UTC)
     actions = katib_status.reconcile(job, experiment, installed, now)
     try:
-        await create_children(namespace, body, actions.create)
+        applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, body, actions)
     except kube.NotServed:
         actions = katib_status.reconcile(job, None, False, now)
+        applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, body, actions)
     except kube.Rejected as err:
-        actions = katib_status.rejected(job, str(err), now)
-    if actions.patch_experiment:
-        try:
-            await kube.patch_namespaced_object(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,
-                                               namespace, experiment_name(job),
-                                               actions.patch_experiment)
-        except kube.Rejected as err:
-            actions.events.append(("Warning", "BudgetNotApplied", str(err)[:1000]))
-    if runtime.status_changed(body.get("status") or {}, actions.status):
-        await kube.patch_custom_status("tunejobs", namespace, name, actions.status)
-    for kind, reason, message in actions.events:
-        kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
-    return actions.requeue_after
-
-
-async def create_children(namespace: str, owner: dict[str, Any],
-                          children: list[dict[str, Any]]) -> None:
-    """Create in order (the template ConfigMap before the Experiment Katib validates against
-    it); a 409 means a previous pass created it already."""
-    for child in children:
-        kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
-        if child["apiVersion"] == f"{KATIB_GROUP}/{KATIB_VERSION}":
-            await kube.create_namespaced_object(KATIB_GROUP, KATIB_VERSION, EXPERIMENT_PLURAL,
-                                                namespace, child)
-        else:
-            await kube.create(namespace, child)
+        if any(child["kind"] == EXPERIMENT_KIND for child in actions.create):
+            actions = katib_status.rejected(job, str(err), now)  # the Experiment was refused
+        else:  # a budget change Katib's webhook refused: the search goes on with the old one
+            actions.patch.clear()
+            actions.create.clear()
+            actions.events.append(Event("Warning", "BudgetNotApplied", str(err)[:1000]))
+        applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, body, actions)
+    return runtime.pass_result(CONTROLLER, actions, applied)

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cogwork.api.common import Condition, is_condition_true, rfc3339, set_condition, to_wire
-from cogwork.api.labeljob import LabelJob
-from cogwork.plan.kstatus import with_kstatus
+from cogwork.api.common import is_condition_true, parse_rfc3339
+from cogwork.api.labeljob import LabelCounts, LabelJob, LabelJobStatus, LabelOutputs
 from cogwork.plan.labeljob_pods import (
     output_claim,
     output_claim_name,
@@ -31,15 +30,23 @@ from cogwork.plan.labeljob_pods import (
 from cogwork.plan.labeljob_refs import ModelResolution
 from cogwork.plan.labeljob_rounds import retrain_name, retrain_trainjob, retrained_model
 from cogwork.plan.labeljob_steps import ModelRef, Step, collect_step, steps
+from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
 from cogwork.plan.settings import RenderSettings
 
-TERMINAL = ("Succeeded", "Failed")
 LABEL_STUDIO_ERROR_EXIT = 3  # labelstudio.py: unreachable or refused; retrying may help
 PUSH_RETRY_AFTER = timedelta(seconds=30)
 CONFIG_ERROR = "CreateContainerConfigError"  # e.g. the sink's Secret or key is missing
+# status.outputs field -> file on the output claim.
 OUTPUT_FILES = {"labels": "labels.csv", "dataset": "dataset.npz",
-                "reviewTasks": "review-tasks.json", "labelIssues": "label-issues.csv",
+                "review_tasks": "review-tasks.json", "label_issues": "label-issues.csv",
                 "calibration": "calibration.json"}
+# status field -> the merge step's summary key.
+SUMMARY_COUNTS = {"total": "total", "predicted": "predicted", "auto_accepted": "autoAccepted",
+                  "routed_to_review": "routedToReview", "human_labeled": "humanLabeled",
+                  "flagged_errors": "flaggedErrors"}
+SUMMARY_FIELDS = {"threshold": "threshold", "certified_lower_bound": "lowerBound",
+                  "coverage": "coverage", "round": "round",
+                  "items_per_second": "itemsPerSecond", "model_version": "modelVersion"}
 
 
 @dataclass(frozen=True)
@@ -54,16 +61,6 @@ class LabelPod:
     waiting_message: str | None = None
     finished_at: str | None = None
     deleting: bool = False
-
-
-@dataclass
-class Actions:
-    create: list[dict[str, Any]] = field(default_factory=list)
-    delete_pods: list[str] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
-    delete_job: bool = False
-    requeue_after: float = 5.0
 
 
 def observe_pod(pod: Mapping[str, Any]) -> LabelPod:
@@ -94,17 +91,6 @@ def parse_summary(message: str | None) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def derive_phase(conditions: list[Condition]) -> str:
-    for kind in ("Failed", "Succeeded", "Suspended", "Running"):
-        if is_condition_true(conditions, kind):
-            return kind
-    return "Pending"
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
 def _last_line(text: str | None, limit: int = 300) -> str:
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[-1][-limit:] if lines else ""
@@ -119,40 +105,28 @@ class Retraining:
     trainjobs: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
 
-class _Pass:
+class _Pass(Lifecycle[LabelJob]):
+    """One pass of a LabelJob: the shared lifecycle plus its steps' pods and review rounds."""
+
+    SUSPEND_MESSAGE = "job suspended: running pods deleted, outputs kept"
+    START_ON_RESUME = False  # startTime once the model is resolved: waiting for it is not work
+
     def __init__(self, job: LabelJob, pods: list[LabelPod], model: ModelResolution,
                  now: datetime, settings: RenderSettings, retraining: Retraining) -> None:
-        self.job, self.spec, self.model = job, job.spec, model
-        self.now, self.settings, self.retraining = now, settings, retraining
+        super().__init__(job, now, LabelJobStatus)
+        self.spec, self.model = job.spec, model
+        self.settings, self.retraining = settings, retraining
         self.pods = {p.name: p for p in pods}
         self.round = 0  # the review round this pass is at
-        self.conditions: list[Condition] = list(job.status.conditions)
-        self.out = Actions()
-
-    # -- helpers ------------------------------------------------------------------------
-    def cond(self, kind: str, status: str, reason: str, message: str = "") -> None:
-        self.conditions = set_condition(self.conditions, kind, status, reason,  # type: ignore[arg-type]
-                                        message, observed_generation=self.job.metadata.generation,
-                                        now=self.now)
-
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.out.events.append(("Warning" if warning else "Normal", reason, message))
 
     def delete(self, pod: LabelPod) -> None:
-        if not pod.deleting and pod.name not in self.out.delete_pods:
-            self.out.delete_pods.append(pod.name)
+        if not pod.deleting:
+            self.delete_child("Pod", pod.name)
 
-    def stop_pods(self) -> None:
-        for pod in self.pods.values():
+    def stop_children(self) -> None:
+        for pod in self.pods.values():  # finished steps stay: their logs, and resuming
             if pod.phase not in TERMINAL:
                 self.delete(pod)
-
-    def finish(self, kind: str, reason: str, message: str) -> None:
-        self.cond(kind, "True", reason, message)
-        self.cond("Running", "False", reason, message)
-        self.out.status["completionTime"] = rfc3339(self.now)
-        self.stop_pods()
-        self.event(reason, message, warning=kind == "Failed")
 
     def pod(self, step: Step) -> LabelPod | None:
         return self.pods.get(step_pod_name(self.job, step))
@@ -170,61 +144,20 @@ class _Pass:
                 self.event("Created", f"created {step_pod_name(self.job, step)}")
         return pod
 
-    # -- the pass -----------------------------------------------------------------------
-    def run(self) -> Actions:
-        if any(is_condition_true(self.conditions, t) for t in TERMINAL):
-            self.after_finish()
-        elif self.spec.suspend:
-            self.suspend()
-        elif not self.deadline_exceeded():
-            self.active()
-        self.write_status()
-        return self.out
-
-    def after_finish(self) -> None:
-        self.stop_pods()
-        ttl = self.spec.ttl_seconds_after_finished
-        done = _time(self.job.status.completion_time)
-        self.out.requeue_after = 300.0
-        if ttl is not None and done is not None:
-            expires = done + timedelta(seconds=ttl)
-            self.out.delete_job = self.now >= expires
-            self.out.requeue_after = max(1.0, min(60.0, (expires - self.now).total_seconds()))
-
-    def suspend(self) -> None:
-        self.stop_pods()  # finished shards stay: resuming continues after them
-        if not is_condition_true(self.conditions, "Suspended"):
-            self.event("Suspended", "job suspended: running pods deleted, outputs kept")
-        self.cond("Suspended", "True", "Suspended", "spec.suspend is true")
-        self.cond("Running", "False", "Suspended", "spec.suspend is true")
-        self.out.requeue_after = 30.0
-
-    def deadline_exceeded(self) -> bool:
-        start, limit = _time(self.job.status.start_time), self.spec.active_deadline_seconds
-        if limit is not None and start is not None and self.now - start > timedelta(seconds=limit):
-            self.finish("Failed", "DeadlineExceeded",
-                        f"spec.activeDeadlineSeconds ({limit}s) exceeded")
-            return True
-        return False
-
     def active(self) -> None:
-        if is_condition_true(self.conditions, "Suspended"):
-            self.event("Resumed", "job resumed")
-        self.cond("Suspended", "False", "NotSuspended")
         if self.model.failed:
             self.finish("Failed", "ModelUnavailable", self.model.failed)
             return
         if self.model.waiting or self.model.model is None:
             self.cond("Created", "False", "WaitingForModel", self.model.waiting or "")
             return
-        if not self.job.status.start_time:
-            self.out.status["startTime"] = rfc3339(self.now)
+        self.mark_started()
         model: ModelRef | None = self.model.model
         rounds = self.spec.review.max_rounds
         training_items: int | None = None  # labels the next retrain trains on
         for round_ in range(rounds):
             self.round = round_
-            self.out.status["round"] = round_
+            self.out.status.set(round=round_)
             if round_ > 0:
                 model = self.retrained(round_, training_items)
             if model is None:
@@ -283,9 +216,8 @@ class _Pass:
             self.running(f"waiting for people to label the {routed} item(s) sent to review")
             return None
         summary = parse_summary(pod.message) or {}
-        if summary.get("humanLabeled") is not None:
-            self.out.status.setdefault("counts", {})["humanLabeled"] = int(
-                summary["humanLabeled"])
+        if summary.get("humanLabeled") is not None:  # a merge patch: the other counts stay
+            self.out.status.set(counts=LabelCounts(human_labeled=int(summary["humanLabeled"])))
         return summary
 
     def retrained(self, round_: int, training_items: int | None) -> ModelRef | None:
@@ -328,7 +260,7 @@ class _Pass:
             if sink and step.role in ("push", "collect") and \
                     pod.exit_code == LABEL_STUDIO_ERROR_EXIT:
                 self.cond("SinkReady", "False", "LabelStudioError", _last_line(pod.message))
-                finished = _time(pod.finished_at) or self.now
+                finished = parse_rfc3339(pod.finished_at) or self.now
                 if self.now - finished >= PUSH_RETRY_AFTER:
                     self.delete(pod)  # recreated on a later pass: pushing is idempotent
                 continue
@@ -366,26 +298,23 @@ class _Pass:
         items = sum(int(s.get("items", 0)) for s in shards)
         seconds = sum(float(s.get("seconds", 0.0)) for s in shards)
         total = int(shards[0].get("total", 0))
-        self.out.status["counts"] = {"total": total, "predicted": items}
-        self.out.status["predictedText"] = f"{items}/{total}"
+        self.out.status.set(counts=LabelCounts(total=total, predicted=items),
+                            predicted_text=f"{items}/{total}")
         if seconds > 0:
-            self.out.status["itemsPerSecond"] = round(items / seconds, 1)
+            self.out.status.set(items_per_second=round(items / seconds, 1))
 
     def summarize(self, summary: dict[str, Any]) -> None:
-        status = self.out.status
-        status["counts"] = {key: int(summary[key]) for key in (
-            "total", "predicted", "autoAccepted", "routedToReview", "humanLabeled",
-            "flaggedErrors") if summary.get(key) is not None}
-        status["predictedText"] = f"{summary.get('predicted', 0)}/{summary.get('total', 0)}"
-        for key, source in (("threshold", "threshold"), ("certifiedLowerBound", "lowerBound"),
-                            ("coverage", "coverage"), ("round", "round"),
-                            ("itemsPerSecond", "itemsPerSecond"),
-                            ("modelVersion", "modelVersion")):
-            if summary.get(source) is not None:
-                status[key] = summary[source]
+        counts = {field: int(summary[key]) for field, key in SUMMARY_COUNTS.items()
+                  if summary.get(key) is not None}
+        self.out.status.set(
+            counts=LabelCounts(**counts),
+            predicted_text=f"{summary.get('predicted', 0)}/{summary.get('total', 0)}")
+        self.out.status.set(**{field: summary[key] for field, key in SUMMARY_FIELDS.items()
+                               if summary.get(key) is not None})
         claim = output_claim_name(self.job)
-        status["outputs"] = {key: f"{claim}:{output_path(self.job, name)}"
-                             for key, name in OUTPUT_FILES.items()}
+        self.out.status.set(outputs=LabelOutputs(**{
+            field: f"{claim}:{output_path(self.job, name)}"
+            for field, name in OUTPUT_FILES.items()}))
         self.certification(summary)
 
     def certification(self, summary: dict[str, Any]) -> None:
@@ -407,14 +336,6 @@ class _Pass:
                   f"certified at confidence {accept.confidence} with "
                   f"{summary.get('humanLabeled', 0)} held-out label(s): best lower bound "
                   f"{bound:.4f}; nothing auto-accepted")
-
-    def write_status(self) -> None:
-        status = self.out.status
-        status["observedGeneration"] = self.job.metadata.generation
-        status["phase"] = derive_phase(self.conditions)
-        conditions = with_kstatus(self.conditions, status["phase"],
-                                  self.job.metadata.generation, self.now)
-        status["conditions"] = [to_wire(c) for c in conditions]
 
 
 def reconcile(job: LabelJob, pods: list[LabelPod], model: ModelResolution, now: datetime,

@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cogwork.api.common import API_VERSION, Condition, is_condition_true, rfc3339, set_condition
-from cogwork.api.common import to_wire as _to_wire
-from cogwork.api.tunejob import MAX_PARETO_TRIALS, TuneJob
-from cogwork.plan.kstatus import with_kstatus
+from cogwork.api.common import API_VERSION, is_condition_true, to_wire
+from cogwork.api.tunejob import (
+    MAX_PARETO_TRIALS,
+    BestTrial,
+    ParetoTrial,
+    TrialCounts,
+    TuneJob,
+    TuneJobStatus,
+)
+from cogwork.plan.lifecycle import Actions, Lifecycle, is_finished
 from cogwork.plan.tunejob_trials import (
     ANNOTATION_PARAMS,
     ANNOTATION_PRUNED_AT,
@@ -34,8 +40,6 @@ from cogwork.plan.tunejob_trials import (
     trial_name,
     with_objectives,
 )
-
-TERMINAL = ("Succeeded", "Failed")
 
 
 @dataclass
@@ -61,17 +65,8 @@ class EngineDecision:
     error: str | None = None  # the engine could not run; the TuneJob fails with this message
 
 
-@dataclass
-class Actions:
-    create: list[dict[str, Any]] = field(default_factory=list)
-    patch_trials: dict[str, dict[str, Any]] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
-    requeue_after: float = 10.0
-
-
 def is_terminal(job: TuneJob) -> bool:
-    return any(is_condition_true(job.status.conditions, t) for t in TERMINAL)
+    return is_finished(job.status.conditions)
 
 
 def is_multi_objective(job: TuneJob) -> bool:
@@ -143,7 +138,7 @@ def next_indices(job: TuneJob, trials: list[TrialObservation]) -> list[int]:
 
 def trial_manifest(job: TuneJob, proposal: Proposal) -> dict[str, Any]:
     name = job.metadata.name
-    template = _to_wire(job.spec.trial_template)
+    template = to_wire(job.spec.trial_template)
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainJob",
@@ -163,7 +158,7 @@ def promoted_name(job: TuneJob) -> str:
 
 def promoted_manifest(job: TuneJob, best: TrialObservation) -> dict[str, Any]:
     """The final TrainJob: the template with the best parameters, not labelled as a trial."""
-    template = _to_wire(job.spec.trial_template)
+    template = to_wire(job.spec.trial_template)
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainJob",
@@ -177,90 +172,69 @@ def promoted_manifest(job: TuneJob, best: TrialObservation) -> dict[str, Any]:
     }
 
 
-class _Pass:
+class _Pass(Lifecycle[TuneJob]):
+    """One pass of a builtin-engine TuneJob: the shared lifecycle plus trials and promotion."""
+
+    SUSPEND_MESSAGE = "no new trials; running trials suspended"
+
     def __init__(self, job: TuneJob, trials: list[TrialObservation], decision: EngineDecision,
                  now: datetime) -> None:
-        self.job, self.trials, self.decision, self.now = job, trials, decision, now
-        self.conditions: list[Condition] = list(job.status.conditions)
-        self.out = Actions()
+        super().__init__(job, now, TuneJobStatus)
+        self.trials, self.decision = trials, decision
         self.best = best_trial(job, trials)
-
-    def cond(self, kind: str, status: str, reason: str, message: str = "") -> None:
-        self.conditions = set_condition(self.conditions, kind, status, reason,  # type: ignore[arg-type]
-                                        message, observed_generation=self.job.metadata.generation,
-                                        now=self.now)
+        self.out.requeue_after = 10.0
 
     def patch(self, trial: str, spec: dict[str, Any] | None = None,
               annotations: dict[str, str] | None = None) -> None:
-        entry = self.out.patch_trials.setdefault(trial, {})
+        patch: dict[str, Any] = {}
         if spec:
-            entry.setdefault("spec", {}).update(spec)
+            patch["spec"] = spec
         if annotations:
-            entry.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+            patch["metadata"] = {"annotations": annotations}
+        self.patch_child("TrainJob", trial, patch)
 
-    def stop_unfinished(self) -> None:
+    # -- lifecycle hooks ----------------------------------------------------------------
+    def stop_children(self) -> None:
         for trial in self.trials:
             if not trial.finished and not trial.stop_requested:
                 self.patch(trial.name, spec={"stop": True})
 
-    def finish(self, kind: str, reason: str, message: str) -> None:
-        self.cond(kind, "True", reason, message)
-        self.cond("Running", "False", reason, message)
-        self.out.status["completionTime"] = rfc3339(self.now)
-        self.out.events.append(("Warning" if kind == "Failed" else "Normal", reason, message))
+    def suspend_children(self) -> None:
+        for trial in self.trials:
+            if not trial.finished and not trial.suspended:
+                self.patch(trial.name, spec={"suspend": True})
 
-    def run(self) -> Actions:
-        if not self.job.status.start_time:
-            self.out.status["startTime"] = rfc3339(self.now)
-        if is_terminal(self.job):
-            self.after_finish()
-        elif self.decision.error:
-            self.stop_unfinished()
+    def resume_children(self) -> None:
+        for trial in self.trials:
+            if not trial.finished and trial.suspended:
+                self.patch(trial.name, spec={"suspend": False})
+
+    def fails_now(self) -> bool:
+        if self.decision.error:
             self.finish("Failed", "EngineError", self.decision.error)
-        elif too_many_failures(self.job, self.trials):
-            self.stop_unfinished()
+            return True
+        if too_many_failures(self.job, self.trials):
             failed = sum(t.state == "FAIL" for t in self.trials)
             self.finish("Failed", "TooManyFailedTrials",
                         f"{failed} trials failed; spec.budget.maxFailedTrials is "
                         f"{self.job.spec.budget.max_failed_trials}{self.missing_metrics()}")
-        elif self.job.spec.suspend:
-            self.suspend()
-        else:
-            self.search()
-        self.write_status()
-        return self.out
+            return True
+        return False
 
-    def after_finish(self) -> None:
+    def on_finished(self) -> None:
         """Sticky: never start trials again; only make sure the promoted job exists."""
         self.promote()
-        self.out.requeue_after = 300.0
 
-    def suspend(self) -> None:
-        for trial in self.trials:
-            if not trial.finished and not trial.suspended:
-                self.patch(trial.name, spec={"suspend": True})
-        if not is_condition_true(self.conditions, "Suspended"):
-            self.out.events.append(("Normal", "Suspended", "no new trials; running trials "
-                                                           "suspended"))
-        self.cond("Suspended", "True", "Suspended", "spec.suspend is true")
-        self.cond("Running", "False", "Suspended", "spec.suspend is true")
-        self.out.requeue_after = 30.0
-
-    def search(self) -> None:
-        if is_condition_true(self.conditions, "Suspended"):
-            for trial in self.trials:
-                if not trial.finished and trial.suspended:
-                    self.patch(trial.name, spec={"suspend": False})
-        self.cond("Suspended", "False", "NotSuspended")
+    # -- the kind's own work --------------------------------------------------------------
+    def active(self) -> None:
         known = {t.name for t in self.trials}
         for name, prune in self.decision.prune.items():
             if name in known:
                 self.patch(name, spec={"stop": True},
                            annotations={ANNOTATION_PRUNED_AT: str(prune.resource),
                                         ANNOTATION_RUNGS: json.dumps(prune.rungs)})
-                self.out.events.append(("Normal", "TrialPruned",
-                                        f"{name} pruned at {self.job.spec.pruner.resource} "
-                                        f"{prune.resource}"))
+                self.event("TrialPruned", f"{name} pruned at {self.job.spec.pruner.resource} "
+                                          f"{prune.resource}")
         for name, rungs in self.decision.rungs.items():
             if name in known and name not in self.decision.prune:
                 self.patch(name, annotations={ANNOTATION_RUNGS: json.dumps(rungs)})
@@ -297,59 +271,39 @@ class _Pass:
         if (not self.job.spec.promote.enabled or self.best is None
                 or not is_condition_true(self.conditions, "Succeeded")):
             return
-        if self.job.status.promoted_train_job:
+        if self.job.status.promoted_train_job or "promotedTrainJob" in self.out.status:
             return  # created once; a user may delete it without the operator recreating it
         self.out.create.append(promoted_manifest(self.job, self.best))
-        self.out.status["promotedTrainJob"] = promoted_name(self.job)
-        self.out.events.append(("Normal", "Promoted", f"created TrainJob "
-                                                      f"{promoted_name(self.job)} with the best "
-                                                      "parameters"))
+        self.out.status.set(promoted_train_job=promoted_name(self.job))
+        self.event("Promoted", f"created TrainJob {promoted_name(self.job)} with the best "
+                               "parameters")
 
-    def write_status(self) -> None:
+    def own_status(self) -> None:
         trials = self.trials
-        counts = {
-            "created": len(trials),
-            "running": sum(not t.finished for t in trials),
-            "completed": sum(t.state == "COMPLETE" for t in trials),
-            "pruned": sum(t.state == "PRUNED" or t.name in self.decision.prune for t in trials),
-            "failed": sum(t.state == "FAIL" for t in trials),
-        }
-        status = self.out.status
-        status["observedGeneration"] = self.job.metadata.generation
-        status["trials"] = counts
-        status["trialsText"] = (f"{sum(t.finished for t in trials)}/"
-                                f"{self.job.spec.budget.max_trials}")
+        self.out.status.set(
+            trials=TrialCounts(
+                created=len(trials),
+                running=sum(not t.finished for t in trials),
+                completed=sum(t.state == "COMPLETE" for t in trials),
+                pruned=sum(t.state == "PRUNED" or t.name in self.decision.prune for t in trials),
+                failed=sum(t.state == "FAIL" for t in trials)),
+            trials_text=f"{sum(t.finished for t in trials)}/{self.job.spec.budget.max_trials}")
+        best = None
         if self.best is not None and self.best.value is not None:
-            status["bestTrial"] = {"name": self.best.name, "index": self.best.index,
-                                   "value": self.best.value,
-                                   "params": params_text(self.best.params)}
+            best = BestTrial(name=self.best.name, index=self.best.index, value=self.best.value,
+                             params=params_text(self.best.params))
         if is_multi_objective(self.job):
-            self.write_pareto(status)
-        status["phase"] = derive_phase(self.conditions)
-        conditions = with_kstatus(self.conditions, status["phase"],
-                                  self.job.metadata.generation, self.now)
-        status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                                for c in conditions]
-
-
-    def write_pareto(self, status: dict[str, Any]) -> None:
-        metrics = self.job.spec.objective.metrics
-        front = pareto_front(self.job, self.trials)
-        entries = [{"name": t.name, "index": t.index,
-                    "values": dict(zip(metrics, objective_values(t, metrics) or [],
-                                       strict=True))}
-                   for t in front[:MAX_PARETO_TRIALS]]
-        status["paretoFront"] = entries
-        status["paretoFrontSize"] = len(front)
-        if entries and "bestTrial" in status:
-            status["bestTrial"]["values"] = entries[0]["values"]
-
-
-def derive_phase(conditions: list[Condition]) -> str:
-    for kind in ("Failed", "Succeeded", "Suspended", "Running"):
-        if is_condition_true(conditions, kind):
-            return kind
-    return "Pending"
+            metrics = self.job.spec.objective.metrics
+            front = pareto_front(self.job, self.trials)
+            entries = [ParetoTrial(name=t.name, index=t.index,
+                                   values=dict(zip(metrics, objective_values(t, metrics) or [],
+                                                   strict=True)))
+                       for t in front[:MAX_PARETO_TRIALS]]
+            self.out.status.set(pareto_front=entries, pareto_front_size=len(front))
+            if entries and best is not None:
+                best.values = entries[0].values
+        if best is not None:
+            self.out.status.set(best_trial=best)
 
 
 def reconcile(job: TuneJob, trials: list[TrialObservation], decision: EngineDecision,

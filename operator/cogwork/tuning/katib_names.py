@@ -8,6 +8,7 @@ from cogwork.api.tunejob import TuneJob
 
 KATIB_GROUP = "kubeflow.org"
 KATIB_VERSION = "v1beta1"
+EXPERIMENT_KIND = "Experiment"
 EXPERIMENT_PLURAL = "experiments"
 KATIB_API_VERSION = f"{KATIB_GROUP}/{KATIB_VERSION}"
 

@@ -9,20 +9,24 @@ recomputed from the two objects on each pass, like the builtin engine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from kubeflow_katib_api.models import V1beta1OptimalTrial
 from pydantic import ValidationError
 
-from cogwork.api.common import Condition, is_condition_true, rfc3339, set_condition
-from cogwork.api.tunejob import TuneJob
-from cogwork.plan.kstatus import with_kstatus
-from cogwork.plan.tunejob import derive_phase, is_terminal, promoted_manifest, promoted_name
+from cogwork.api.common import is_condition_true
+from cogwork.api.tunejob import BestTrial, TrialCounts, TuneJob, TuneJobStatus
+from cogwork.plan.lifecycle import FINISHED_RECHECK_S, Actions, Lifecycle
+from cogwork.plan.tunejob import promoted_manifest, promoted_name
 from cogwork.plan.tunejob_trials import TrialObservation
 from cogwork.tuning.katib import KatibUnsupported, budget_patch, build
-from cogwork.tuning.katib_names import EXPERIMENT_PLURAL, KATIB_API_VERSION, experiment_name
+from cogwork.tuning.katib_names import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_PLURAL,
+    KATIB_API_VERSION,
+    experiment_name,
+)
 
 ENGINE_READY = "EngineReady"
 NOT_INSTALLED_MESSAGE = (f"{EXPERIMENT_PLURAL}.{KATIB_API_VERSION} is not served: install Katib "
@@ -31,18 +35,9 @@ NOT_INSTALLED_MESSAGE = (f"{EXPERIMENT_PLURAL}.{KATIB_API_VERSION} is not served
 NO_INDEX = -1
 
 
-@dataclass
-class KatibActions:
-    create: list[dict[str, Any]] = field(default_factory=list)  # in order: template, Experiment
-    patch_experiment: dict[str, Any] | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
-    requeue_after: float = 15.0
-
-
 # -- reading the Experiment's status ----------------------------------------------------------
 
-def best_trial(job: TuneJob, experiment_status: dict[str, Any]) -> dict[str, Any] | None:
+def best_trial(job: TuneJob, experiment_status: dict[str, Any]) -> BestTrial | None:
     """`currentOptimalTrial` in the TuneJob's bestTrial shape; None until Katib has one."""
     try:
         optimal = V1beta1OptimalTrial.from_dict(experiment_status.get("currentOptimalTrial"))
@@ -57,8 +52,8 @@ def best_trial(job: TuneJob, experiment_status: dict[str, Any]) -> dict[str, Any
     if value is None:
         return None
     params = {a.name: a.value or "" for a in optimal.parameter_assignments or [] if a.name}
-    return {"name": optimal.best_trial_name, "index": NO_INDEX, "value": value,
-            "params": dict(sorted(params.items()))}
+    return BestTrial(name=optimal.best_trial_name, index=NO_INDEX, value=value,
+                     params=dict(sorted(params.items())))
 
 
 def _finite(text: str | None) -> float | None:
@@ -69,20 +64,20 @@ def _finite(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def trial_counts(experiment_status: dict[str, Any]) -> dict[str, int]:
+def trial_counts(experiment_status: dict[str, Any]) -> TrialCounts:
     """Katib's counters in our shape; killed and metrics-less trials count as failed."""
     def count(key: str) -> int:
         value = experiment_status.get(key)
         return value if isinstance(value, int) else 0
 
-    return {
-        "created": count("trials"),
-        "running": count("trialsRunning") + count("trialsPending"),
-        "completed": count("trialsSucceeded"),
-        "pruned": count("trialsEarlyStopped"),
-        "failed": (count("trialsFailed") + count("trialsKilled")
-                   + count("trialMetricsUnavailable")),
-    }
+    return TrialCounts(
+        created=count("trials"),
+        running=count("trialsRunning") + count("trialsPending"),
+        completed=count("trialsSucceeded"),
+        pruned=count("trialsEarlyStopped"),
+        failed=(count("trialsFailed") + count("trialsKilled")
+                + count("trialMetricsUnavailable")),
+    )
 
 
 def _katib_condition(experiment_status: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -94,45 +89,44 @@ def _katib_condition(experiment_status: dict[str, Any], kind: str) -> dict[str, 
 
 # -- the pass ---------------------------------------------------------------------------------
 
-class _Pass:
-    def __init__(self, job: TuneJob, now: datetime) -> None:
-        self.job, self.now = job, now
-        self.conditions: list[Condition] = list(job.status.conditions)
-        self.out = KatibActions()
+class _Pass(Lifecycle[TuneJob]):
+    """One pass of a Katib-engine TuneJob: the shared lifecycle plus the Experiment.
+    (spec.suspend is refused at apply for engine katib: an Experiment cannot be suspended.)"""
 
-    def cond(self, kind: str, status: str, reason: str, message: str = "") -> None:
-        self.conditions = set_condition(self.conditions, kind, status, reason,  # type: ignore[arg-type]
-                                        message, observed_generation=self.job.metadata.generation,
-                                        now=self.now)
+    def __init__(self, job: TuneJob, now: datetime, experiment: dict[str, Any] | None = None,
+                 installed: bool = True) -> None:
+        super().__init__(job, now, TuneJobStatus)
+        self.experiment, self.installed = experiment, installed
+        self.out.requeue_after = 15.0
 
-    def finish(self, kind: str, reason: str, message: str) -> None:
-        self.cond(kind, "True", reason, message)
-        self.cond("Running", "False", reason, message)
-        self.out.status["completionTime"] = rfc3339(self.now)
-        self.out.events.append(("Warning" if kind == "Failed" else "Normal", reason, message))
-        self.out.requeue_after = 300.0
+    def stop_children(self) -> None:
+        """Past its deadline: Katib has no stop, so a running Experiment (and its trials) is
+        deleted; one Katib finished stays for its record."""
+        status = (self.experiment or {}).get("status") or {}
+        if self.experiment is not None and not any(
+                _katib_condition(status, kind) for kind in ("Succeeded", "Failed")):
+            self.delete_child(EXPERIMENT_KIND, experiment_name(self.job))
+
+    def finish(self, kind: Literal["Succeeded", "Failed"], reason: str, message: str) -> None:
+        super().finish(kind, reason, message)
+        self.out.requeue_after = FINISHED_RECHECK_S
+
+    def on_finished(self) -> None:
+        self.promote(self.job.status.best_trial)
 
     def not_ready(self, reason: str, message: str) -> None:
         if not any(c.type == ENGINE_READY and c.reason == reason for c in self.conditions):
-            self.out.events.append(("Warning", reason, message))
+            self.event(reason, message, warning=True)
         self.cond(ENGINE_READY, "False", reason, message)
         self.out.requeue_after = 30.0
 
-    def run(self, experiment: dict[str, Any] | None, installed: bool) -> KatibActions:
-        if not self.job.status.start_time:
-            self.out.status["startTime"] = rfc3339(self.now)
-        if is_terminal(self.job):
-            self.promote(self.job.status.best_trial.model_dump() if self.job.status.best_trial
-                         else None)
-            self.out.requeue_after = 300.0
-        elif not installed:
+    def active(self) -> None:
+        if not self.installed:
             self.not_ready("KatibNotInstalled", NOT_INSTALLED_MESSAGE)
-        elif experiment is None:
+        elif self.experiment is None:
             self.create()
         else:
-            self.mirror(experiment)
-        self.write_conditions()
-        return self.out
+            self.mirror(self.experiment)
 
     def create(self) -> None:
         try:
@@ -146,7 +140,7 @@ class _Pass:
         name = experiment_name(self.job)
         self.cond(ENGINE_READY, "True", "ExperimentCreated", f"Katib Experiment {name}")
         self.cond("Running", "True", "ExperimentCreated", f"Katib Experiment {name} created")
-        self.out.events.append(("Normal", "ExperimentCreated", f"created Katib Experiment {name}"))
+        self.event("ExperimentCreated", f"created Katib Experiment {name}")
         self.out.requeue_after = 5.0
 
     def mirror(self, experiment: dict[str, Any]) -> None:
@@ -154,12 +148,12 @@ class _Pass:
         name = experiment_name(self.job)
         self.cond(ENGINE_READY, "True", "ExperimentCreated", f"Katib Experiment {name}")
         counts = trial_counts(status)
-        finished = counts["completed"] + counts["pruned"] + counts["failed"]
-        self.out.status["trials"] = counts
-        self.out.status["trialsText"] = f"{finished}/{self.job.spec.budget.max_trials}"
+        finished = counts.completed + counts.pruned + counts.failed
+        self.out.status.set(trials=counts,
+                            trials_text=f"{finished}/{self.job.spec.budget.max_trials}")
         best = best_trial(self.job, status)
         if best is not None:
-            self.out.status["bestTrial"] = best
+            self.out.status.set(best_trial=best)
         succeeded, failed = (_katib_condition(status, "Succeeded"),
                              _katib_condition(status, "Failed"))
         if failed is not None:
@@ -170,47 +164,41 @@ class _Pass:
                         succeeded.get("message") or f"Katib Experiment {name} succeeded")
             self.promote(best)
         else:
-            self.cond("Running", "True", "ExperimentRunning", f"{counts['running']} trial(s) "
+            self.cond("Running", "True", "ExperimentRunning", f"{counts.running} trial(s) "
                                                               "running in Katib")
-            self.out.patch_experiment = budget_patch(self.job, experiment)
+            patch = budget_patch(self.job, experiment)
+            if patch:
+                self.patch_child(EXPERIMENT_KIND, name, patch)
 
-    def promote(self, best: dict[str, Any] | None) -> None:
+    def promote(self, best: BestTrial | None) -> None:
         job = self.job
         if (not job.spec.promote.enabled or best is None or job.status.promoted_train_job
+                or "promotedTrainJob" in self.out.status
                 or not is_condition_true(self.conditions, "Succeeded")):
             return
-        trial = TrialObservation(name=best["name"], index=NO_INDEX, state="COMPLETE",
-                                 params=dict(best["params"]), value=best["value"])
+        trial = TrialObservation(name=best.name, index=NO_INDEX, state="COMPLETE",
+                                 params=dict(best.params), value=best.value)
         try:
             manifest = promoted_manifest(job, trial)
         except ValueError as err:  # Katib proposed a value our typed field cannot take
-            self.out.events.append(("Warning", "PromoteFailed", str(err)))
+            self.event("PromoteFailed", str(err), warning=True)
             return
         self.out.create.append(manifest)
-        self.out.status["promotedTrainJob"] = promoted_name(job)
-        self.out.events.append(("Normal", "Promoted", f"created TrainJob {promoted_name(job)} "
-                                                      "with the best parameters"))
-
-    def write_conditions(self) -> None:
-        phase = derive_phase(self.conditions)
-        conditions = with_kstatus(self.conditions, phase, self.job.metadata.generation, self.now)
-        self.out.status["observedGeneration"] = self.job.metadata.generation
-        self.out.status["phase"] = phase
-        self.out.status["conditions"] = [c.model_dump(mode="json", by_alias=True,
-                                                      exclude_none=True) for c in conditions]
+        self.out.status.set(promoted_train_job=promoted_name(job))
+        self.event("Promoted", f"created TrainJob {promoted_name(job)} with the best parameters")
 
 
 def reconcile(job: TuneJob, experiment: dict[str, Any] | None, installed: bool,
-              now: datetime) -> KatibActions:
+              now: datetime) -> Actions:
     """Everything one pass does for a Katib-engine `job` given its Experiment (None: absent;
     `installed` False: the Experiment CRD is not served)."""
-    return _Pass(job, now).run(experiment, installed)
+    return _Pass(job, now, experiment, installed).run()
 
 
-def rejected(job: TuneJob, message: str, now: datetime) -> KatibActions:
+def rejected(job: TuneJob, message: str, now: datetime) -> Actions:
     """The apiserver or Katib's webhook refused the Experiment: not ready, retried later."""
     one = _Pass(job, now)
     one.not_ready("ExperimentRejected", message[:1000])
     one.cond("Running", "False", "ExperimentRejected", message[:1000])
-    one.write_conditions()
+    one.write_status()
     return one.out

@@ -171,9 +171,9 @@ def test_scale_down_asks_for_a_checkpoint_first() -> None:
     ask = step(j, running_pods())
     assert ask.delete_pods == []
     token = ask.status["checkpointRequest"]["token"]
-    assert ask.annotate_pods == {
-        "digits-node-0": {"cogwork.dev/checkpoint-request": token},
-        "digits-node-1": {"cogwork.dev/checkpoint-request": token}}
+    assert ask.patches("Pod") == {
+        "digits-node-0": {"metadata": {"annotations": {"cogwork.dev/checkpoint-request": token}}},
+        "digits-node-1": {"metadata": {"annotations": {"cogwork.dev/checkpoint-request": token}}}}
     waiting = step(advance(j, ask), running_pods())
     assert waiting.delete_pods == []
     acked = advance(j, ask)
@@ -213,4 +213,5 @@ def test_active_deadline() -> None:
 
 def test_stop_is_forwarded_to_pods() -> None:
     actions = step(job(stop=True), running_pods())
-    assert actions.annotate_pods["digits-node-0"] == {"cogwork.dev/stop": "true"}
+    assert actions.patches("Pod")["digits-node-0"] == {
+        "metadata": {"annotations": {"cogwork.dev/stop": "true"}}}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cogwork.api.common import to_wire
 from cogwork.api.trainjob import TrainJob
 from cogwork.tuning import katib, katib_status
 from tuning_helpers import BATCH, LR, WIDTH, tunejob
@@ -245,10 +246,12 @@ def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 def test_current_optimal_trial_becomes_best_trial() -> None:
     best = katib_status.best_trial(tunejob(), {"currentOptimalTrial": OPTIMAL})
-    assert best == {"name": "search-x7k2m9qp", "index": -1, "value": 0.9612,
-                    "params": {"batch": "32", "lr": "0.0125", "width": "64"}}
+    assert best is not None and to_wire(best) == {
+        "name": "search-x7k2m9qp", "index": -1, "value": 0.9612,
+        "params": {"batch": "32", "lr": "0.0125", "width": "64"}}
     minimize = tunejob(objective={"metric": "loss", "direction": "minimize"})
-    assert katib_status.best_trial(minimize, {"currentOptimalTrial": OPTIMAL})["value"] == 0.12
+    best_loss = katib_status.best_trial(minimize, {"currentOptimalTrial": OPTIMAL})
+    assert best_loss is not None and best_loss.value == 0.12
 
 
 def test_no_best_trial_until_katib_has_an_observation() -> None:
@@ -297,13 +300,13 @@ def test_running_experiment_is_mirrored() -> None:
     assert actions.status["trialsText"] == "3/8"
     assert actions.status["bestTrial"]["value"] == 0.9612
     assert actions.status["phase"] == "Running"
-    assert actions.patch_experiment is None
+    assert actions.patches("Experiment") == {}
 
 
 def test_budget_change_patches_the_experiment() -> None:
     job = tunejob(engine="katib", budget={"maxTrials": 20, "parallelTrials": 2})
     actions = katib_status.reconcile(job, experiment(), True, NOW)
-    assert actions.patch_experiment == {"spec": {"maxTrialCount": 20}}
+    assert actions.patches("Experiment") == {"search": {"spec": {"maxTrialCount": 20}}}
 
 
 def test_succeeded_experiment_succeeds_and_promotes_the_best_parameters() -> None:

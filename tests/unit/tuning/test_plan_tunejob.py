@@ -180,10 +180,10 @@ def test_pruned_trials_are_stopped_with_their_records() -> None:
     decision = EngineDecision(prune={"search-t0": Prune(1, [0.2])},
                               rungs={"search-t1": [0.8]})
     actions = reconcile(job, trials, decision, NOW)
-    assert actions.patch_trials["search-t0"] == {
+    assert actions.patches("TrainJob")["search-t0"] == {
         "spec": {"stop": True},
         "metadata": {"annotations": {ANNOTATION_PRUNED_AT: "1", ANNOTATION_RUNGS: "[0.2]"}}}
-    assert actions.patch_trials["search-t1"] == {
+    assert actions.patches("TrainJob")["search-t1"] == {
         "metadata": {"annotations": {ANNOTATION_RUNGS: "[0.8]"}}}
     assert actions.status["trials"]["pruned"] == 1
 
@@ -214,7 +214,7 @@ def test_too_many_failures_fail_the_search_and_stop_running_trials() -> None:
     trials = [trial(0, "FAIL"), trial(1, "FAIL"), trial(2, "RUNNING")]
     actions = reconcile(job, trials, EngineDecision(), NOW)
     assert actions.status["phase"] == "Failed"
-    assert actions.patch_trials == {"search-t2": {"spec": {"stop": True}}}
+    assert actions.patches("TrainJob") == {"search-t2": {"spec": {"stop": True}}}
     assert next_indices(job, trials) == []
 
 
@@ -233,10 +233,10 @@ def test_goal_stops_new_trials_and_engine_errors_fail() -> None:
 def test_suspend_and_resume_running_trials() -> None:
     running = [trial(0, "RUNNING")]
     actions = reconcile(tunejob(suspend=True), running, EngineDecision(), NOW)
-    assert actions.patch_trials == {"search-t0": {"spec": {"suspend": True}}}
+    assert actions.patches("TrainJob") == {"search-t0": {"spec": {"suspend": True}}}
     assert actions.status["phase"] == "Suspended"
     suspended = [trial(0, "RUNNING")]
     suspended[0].suspended = True
     resumed = reconcile(tunejob(status=actions.status), suspended, EngineDecision(), NOW)
-    assert resumed.patch_trials == {"search-t0": {"spec": {"suspend": False}}}
+    assert resumed.patches("TrainJob") == {"search-t0": {"spec": {"suspend": False}}}
     assert resumed.status["phase"] == "Running"

@@ -47,7 +47,7 @@ class FakeCluster:
             if name not in self.trainjobs:  # a repeated create gets 409
                 self.trainjobs[name] = {**copy.deepcopy(child), "status": {}}
                 self.created.append(name)
-        for name, patch in actions.patch_trials.items():
+        for name, patch in actions.patches("TrainJob").items():
             body = self.trainjobs[name]
             body["spec"].update(patch.get("spec", {}))
             annotations = patch.get("metadata", {}).get("annotations", {})

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cogwork.api.common import Condition
-from cogwork.plan.kstatus import with_kstatus
+from cogwork.plan.lifecycle import with_kstatus
 from cogwork.plan.tunejob import EngineDecision, reconcile
 from test_plan_reconcile import NOW, advance, job, pod, running_pods, step
 
