@@ -63,7 +63,7 @@ def corpus() -> list[tuple[dict[str, Any], dict[str, Any]]]:
     out = []
     for case in cases:
         manifest = merge_patch(bases[case["kind"]], case["patch"])
-        manifest["metadata"] = {"name": case["name"]}
+        manifest["metadata"] = {"name": case.get("metadataName", case["name"])}
         out.append((case, manifest))
     return out
 
@@ -103,6 +103,7 @@ def test_malformed_manifests_are_rejected_naming_the_field(jobs: Jobs, operator:
             admitted.append(case)
             continue
         assert result.returncode != 0, f"{case['name']} was admitted"
+        assert "<nil>" not in result.stderr, f"{case['name']}: no field named: {result.stderr}"
         for text in case["expect"]:
             assert text in result.stderr, f"{case['name']}: {text!r} not in {result.stderr!r}"
     assert len(admitted) >= 2

@@ -91,6 +91,29 @@ def validations(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules), **extra}
 
 
+def defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    """Schema `default` of an object field: its materialised defaults, not `{}`, so `kubectl
+    explain` shows them and CEL never sees a bare `{}` (the apiserver validates a default with
+    CEL before nested defaults apply: rules such as `self.min <= self.max` would fail). Empty
+    lists and objects are left out: objects stored before such a field existed must still
+    equal their defaulted update (the immutability rules compare whole blocks)."""
+    return {"default": {k: v for k, v in to_wire(model()).items() if v not in ([], {})}}
+
+
+# A DNS-1035 label (what Service names need): children are named after the job.
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def name_rules(max_length: int, pattern_message: str, length_message: str
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """The CEL rules on metadata.name every kind has (children are named after it), reported
+    at metadata.name rather than at the object's root (which kubectl prints as `<nil>`)."""
+    return (cel(f"self.metadata.name.matches('{DNS_1035_LABEL}')", pattern_message,
+                field_path=".metadata.name"),
+            cel(f"size(self.metadata.name) <= {max_length}", length_message,
+                field_path=".metadata.name"))
+
+
 def cel_present(base: str, path: str) -> str:
     """CEL that is true when `base.path` exists; safe when an intermediate object is absent.
 

@@ -128,7 +128,9 @@ def _object_schema(resource: CustomResource) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of the object."},
             "kind": {"type": "string", "description": "Kind of the object."},
-            "metadata": {"type": "object"},
+            # Only name may be described here (structural schema rule); the CEL name rules
+            # report at .metadata.name, which needs it in the schema.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec,
             "status": status,
         },

@@ -18,7 +18,8 @@ from cogwork.api.common import (
     StatusModel,
     cel,
     cel_unchanged,
-    to_wire,
+    defaults_of,
+    name_rules,
     validations,
 )
 from cogwork.api.labeljob_spec import (
@@ -37,7 +38,6 @@ from cogwork.api.labeljob_spec import (
 )
 from cogwork.api.trainjob import (
     DEFAULT_IMAGE,
-    DNS_1035_LABEL,
     MAX_NAME_LENGTH,
     NAME_LENGTH_MESSAGE,
     NAME_PATTERN_MESSAGE,
@@ -61,12 +61,6 @@ ENTRYPOINT_NEEDS_POOL_FILE = ("spec.model.entrypoint needs spec.pool.path: its s
 # Mutable: suspend, ttlSecondsAfterFinished, review (more rounds or labels may be granted).
 IMMUTABLE = ("image", "imagePullPolicy", "model", "pool", "seed", "inference", "autoAccept",
              "labelErrors", "sink", "output", "randomSeed", "activeDeadlineSeconds")
-
-
-def _defaults_of(model: type[SpecModel]) -> dict[str, Any]:
-    """Schema `default` of an object field: its materialised defaults (as TrainJob does), so
-    `kubectl explain` shows them and CEL never sees a bare `{}`."""
-    return {"default": to_wire(model())}
 
 
 def _spec_validations() -> dict[str, Any]:
@@ -106,20 +100,20 @@ class LabelJobSpec(SpecModel):
     pool: PoolSpec = Field(description="The unlabeled items.")
     seed: SeedSpec | None = Field(default=None, description="Items already labeled.")
     inference: InferenceSpec = Field(
-        default_factory=InferenceSpec, json_schema_extra=_defaults_of(InferenceSpec),
+        default_factory=InferenceSpec, json_schema_extra=defaults_of(InferenceSpec),
         description="Sharded pre-labeling pods.")
     auto_accept: AutoAcceptSpec | None = Field(
         default=None, description="Certified auto-accept; without it nothing is accepted and "
                                   "every item is a review candidate.")
     review: ReviewSpec = Field(
-        default_factory=ReviewSpec, json_schema_extra=_defaults_of(ReviewSpec),
+        default_factory=ReviewSpec, json_schema_extra=defaults_of(ReviewSpec),
         description="Review batches.")
     label_errors: LabelErrorsSpec = Field(
-        default_factory=LabelErrorsSpec, json_schema_extra=_defaults_of(LabelErrorsSpec),
+        default_factory=LabelErrorsSpec, json_schema_extra=defaults_of(LabelErrorsSpec),
         description="Label-error detection.")
     sink: SinkSpec | None = Field(default=None, description="Where review tasks go.")
     output: OutputSpec = Field(
-        default_factory=OutputSpec, json_schema_extra=_defaults_of(OutputSpec),
+        default_factory=OutputSpec, json_schema_extra=defaults_of(OutputSpec),
         description="Where outputs go.")
     random_seed: int = Field(default=0, ge=0, le=2**31 - 1,
                              description="Seed of every random choice (sampling, folds).")
@@ -237,7 +231,6 @@ LABELJOB_RESOURCE = CustomResource(
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     root_validations=(
-        cel(f"self.metadata.name.matches('{DNS_1035_LABEL}')", NAME_PATTERN_MESSAGE),
-        cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", NAME_LENGTH_MESSAGE),
+        *name_rules(MAX_NAME_LENGTH, NAME_PATTERN_MESSAGE, NAME_LENGTH_MESSAGE),
     ),
 )

@@ -14,6 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cogwork.api.common import (
+    DNS_1035_LABEL,
     CustomResource,
     PrinterColumn,
     ScaleSubresource,
@@ -21,7 +22,8 @@ from cogwork.api.common import (
     StatusModel,
     cel,
     cel_unchanged,
-    to_wire,
+    defaults_of,
+    name_rules,
     validations,
 )
 from cogwork.api.trainjob_spec import (
@@ -53,17 +55,6 @@ __all__ = [
 DEFAULT_IMAGE = "ghcr.io/cogwork/trainer:0.1.0"
 # Worker hostnames are <name>-node-<index> (a DNS label, <= 63): 63 - len("-node-999") = 54.
 MAX_NAME_LENGTH = 54
-DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-
-
-def _defaults_of(model: type[SpecModel]) -> dict[str, Any]:
-    """Schema `default` of an object field: its materialised defaults, not `{}`.
-
-    The apiserver validates a default with CEL before nested defaults apply, so `{}` would fail
-    rules such as `self.min <= self.max`.
-    """
-    wire = to_wire(model())
-    return {"default": {k: v for k, v in wire.items() if v not in ([], {})}}
 
 
 def _spec_validations() -> dict[str, Any]:
@@ -111,13 +102,13 @@ class TrainJobSpec(SpecModel):
                                   "script; requires data).")
     script: ScriptSpec | None = Field(default=None, description="User code (exclusive with task).")
     data: DataSpec | None = Field(default=None, description="Training data; required with task.")
-    nodes: NodesSpec = Field(default_factory=NodesSpec, json_schema_extra=_defaults_of(NodesSpec),
+    nodes: NodesSpec = Field(default_factory=NodesSpec, json_schema_extra=defaults_of(NodesSpec),
                              description="Elastic node range and desired count.")
     nproc_per_node: int = Field(default=1, ge=1, le=64,
                                 description="Training processes per node (torchrun "
                                             "--nproc-per-node); usually the GPU count.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec,
-                                     json_schema_extra=_defaults_of(ResourcesSpec),
+                                     json_schema_extra=defaults_of(ResourcesSpec),
                                      description="Resources per node.")
     env: list[EnvVar] = Field(
         default_factory=list, max_length=64,
@@ -130,13 +121,13 @@ class TrainJobSpec(SpecModel):
                     "refuses it.")
     pod_template: PodTemplate | None = Field(default=None, description="Pod overrides.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
-                                       json_schema_extra=_defaults_of(CheckpointSpec),
+                                       json_schema_extra=defaults_of(CheckpointSpec),
                                        description="Checkpoint cadence and storage.")
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy,
-                                          json_schema_extra=_defaults_of(FailurePolicy),
+                                          json_schema_extra=defaults_of(FailurePolicy),
                                           description="How pod failures are handled.")
     rendezvous: RendezvousSpec = Field(default_factory=RendezvousSpec,
-                                       json_schema_extra=_defaults_of(RendezvousSpec),
+                                       json_schema_extra=defaults_of(RendezvousSpec),
                                        description="torchrun rendezvous tuning.")
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Fail the job this long after it started.")
@@ -218,7 +209,6 @@ TRAINJOB_RESOURCE = CustomResource(
                            status_replicas_path=".status.replicas",
                            label_selector_path=".status.selector"),
     root_validations=(
-        cel(f"self.metadata.name.matches('{DNS_1035_LABEL}')", NAME_PATTERN_MESSAGE),
-        cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", NAME_LENGTH_MESSAGE),
+        *name_rules(MAX_NAME_LENGTH, NAME_PATTERN_MESSAGE, NAME_LENGTH_MESSAGE),
     ),
 )

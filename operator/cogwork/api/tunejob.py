@@ -20,10 +20,11 @@ from cogwork.api.common import (
     StatusModel,
     cel,
     cel_unchanged,
-    to_wire,
+    defaults_of,
+    name_rules,
     validations,
 )
-from cogwork.api.trainjob import DNS_1035_LABEL, ObjectMeta, TrainJobSpec
+from cogwork.api.trainjob import ObjectMeta, TrainJobSpec
 from cogwork.api.tunejob_spec import (
     CHOICE_FIELDS,
     DECIMAL_FIELDS,
@@ -61,14 +62,6 @@ RUNNING = "Running"
 SUSPENDED = "Suspended"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
-
-
-def _defaults_of(model: type[SpecModel]) -> dict[str, Any]:
-    """Materialised defaults of an object field: the apiserver runs CEL on a default before
-    nested defaults apply, so `{}` would fail rules that read its fields. Empty lists are left
-    out: objects stored before a list field existed must still equal their defaulted update
-    (the immutability rules compare whole blocks)."""
-    return {"default": {k: v for k, v in to_wire(model()).items() if v != []}}
 
 
 # (CEL check, message, field) that hold when spec.objective.additional is not empty.
@@ -137,19 +130,19 @@ class TuneJobSpec(SpecModel):
     suspend: bool = Field(default=False, description="Start no new trials and suspend the "
                                                      "running ones (Kueue); resume continues.")
     objective: Objective = Field(default_factory=Objective,
-                                 json_schema_extra=_defaults_of(Objective),
+                                 json_schema_extra=defaults_of(Objective),
                                  description="Metric and direction the trials are ranked by.")
     parameters: list[Parameter] = Field(
         min_length=1, max_length=MAX_PARAMETERS,
         json_schema_extra={"x-kubernetes-list-type": "map",
                            "x-kubernetes-list-map-keys": ["name"]},
         description="The search space: at least one parameter, unique names.")
-    search: Search = Field(default_factory=Search, json_schema_extra=_defaults_of(Search),
+    search: Search = Field(default_factory=Search, json_schema_extra=defaults_of(Search),
                            description="Sampler and seed.")
-    pruner: Pruner = Field(default_factory=Pruner, json_schema_extra=_defaults_of(Pruner),
+    pruner: Pruner = Field(default_factory=Pruner, json_schema_extra=defaults_of(Pruner),
                            description="Early stopping from the trials' learning curves.")
     budget: Budget = Field(default_factory=Budget,
-                           json_schema_extra=_defaults_of(Budget),
+                           json_schema_extra=defaults_of(Budget),
                            description="Trial counts.")
     engine: Literal["builtin", "katib"] = Field(
         default="builtin", description="builtin (Optuna in the operator, stateless) or katib "
@@ -157,7 +150,7 @@ class TuneJobSpec(SpecModel):
                                        "needs Katib installed).")
     trial_template: TrainJobSpec = Field(description="The TrainJob spec every trial starts "
                                                      "from; parameters overwrite their fields.")
-    promote: Promote = Field(default_factory=Promote, json_schema_extra=_defaults_of(Promote),
+    promote: Promote = Field(default_factory=Promote, json_schema_extra=defaults_of(Promote),
                              description="Final TrainJob with the best parameters.")
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Fail the search (and stop its trials) this long after "
@@ -290,7 +283,6 @@ TUNEJOB_RESOURCE = CustomResource(
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     root_validations=(
-        cel(f"self.metadata.name.matches('{DNS_1035_LABEL}')", NAME_PATTERN_MESSAGE),
-        cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", NAME_LENGTH_MESSAGE),
+        *name_rules(MAX_NAME_LENGTH, NAME_PATTERN_MESSAGE, NAME_LENGTH_MESSAGE),
     ),
 )

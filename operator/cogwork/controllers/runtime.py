@@ -286,12 +286,20 @@ async def _follow(key: tuple[str, str, str],
 
 
 def invalid_message(err: ValidationError) -> str:
-    """The first error as the user wrote the manifest: the field path and the rule, without
-    pydantic's prefixes ("Value error, ...") or the model names it adds to union paths."""
+    """The first error as the user wrote the manifest: the field path (`spec.env[0].name`) and
+    the rule, without pydantic's prefixes ("Value error, ...") or the model names it adds to a
+    union member's path. A rule that names its field itself is not prefixed twice."""
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"] if not _is_model_name(p))
-    text = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if not path or text.startswith(("spec.", "metadata.", path)):
+    path = ""
+    for part in first["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _is_model_name(part):
+            path += f".{part}" if path else str(part)
+    text = str(first["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        text = text.removeprefix(prefix)
+    if not path or text.startswith(("spec.", "metadata.")):
         return text
     return f"{path}: {text}"
 
