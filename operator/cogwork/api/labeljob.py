@@ -26,15 +26,12 @@ from cogwork.api.labeljob_spec import (
     AutoAcceptSpec,
     InferenceSpec,
     LabelErrorsSpec,
-    LabelStudioSink,
     ModelSource,
     OutputSpec,
     PoolSpec,
     ReviewSpec,
-    SecretKeyRef,
     SeedSpec,
     SinkSpec,
-    ValidationLabels,
 )
 from cogwork.api.trainjob import (
     DEFAULT_IMAGE,
@@ -43,12 +40,6 @@ from cogwork.api.trainjob import (
     NAME_PATTERN_MESSAGE,
     ObjectMeta,
 )
-
-__all__ = [
-    "LABELJOB_RESOURCE", "AutoAcceptSpec", "InferenceSpec", "LabelErrorsSpec", "LabelJob",
-    "LabelJobSpec", "LabelJobStatus", "LabelStudioSink", "ModelSource", "OutputSpec",
-    "PoolSpec", "ReviewSpec", "SecretKeyRef", "SeedSpec", "SinkSpec", "ValidationLabels",
-]
 
 DEMO_ONLY = ("needs spec.pool.dataset: only a bundled dataset's hidden labels can answer for "
              "the annotators; give a CSV path for your own pool")

@@ -31,26 +31,15 @@ from cogwork.api.trainjob_spec import (
     DataSpec,
     EnvFromSource,
     EnvVar,
-    ExitCodeMatch,
-    FailureAction,
     FailurePolicy,
-    FailureRule,
     NodesSpec,
     PodTemplate,
     RendezvousSpec,
     ResourcesSpec,
     ScriptSpec,
     TaskSpec,
-    Toleration,
 )
 from cogwork.api.trainjob_status import TrainJobStatus
-
-__all__ = [
-    "DEFAULT_IMAGE", "TRAINJOB_RESOURCE", "CheckpointSpec", "DataSpec", "EnvVar",
-    "ExitCodeMatch", "FailureAction", "FailurePolicy", "FailureRule", "NodesSpec",
-    "ObjectMeta", "PodTemplate", "RendezvousSpec", "ResourcesSpec", "ScriptSpec", "TaskSpec",
-    "Toleration", "TrainJob", "TrainJobSpec", "TrainJobStatus",
-]
 
 DEFAULT_IMAGE = "ghcr.io/cogwork/trainer:0.1.0"
 # Worker hostnames are <name>-node-<index> (a DNS label, <= 63): 63 - len("-node-999") = 54.

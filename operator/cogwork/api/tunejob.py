@@ -26,30 +26,15 @@ from cogwork.api.common import (
 )
 from cogwork.api.trainjob import ObjectMeta, TrainJobSpec
 from cogwork.api.tunejob_spec import (
-    CHOICE_FIELDS,
-    DECIMAL_FIELDS,
-    INTEGER_FIELDS,
     MAX_PARAMETERS,
     TARGET_FIELDS,
-    AdditionalObjective,
     Budget,
-    Categorical,
-    FloatRange,
-    IntRange,
-    LogRange,
     Objective,
     Parameter,
     Promote,
     Pruner,
     Search,
 )
-
-__all__ = [
-    "CHOICE_FIELDS", "DECIMAL_FIELDS", "INTEGER_FIELDS", "MAX_NAME_LENGTH", "MAX_PARETO_TRIALS",
-    "TARGET_FIELDS", "TUNEJOB_RESOURCE", "AdditionalObjective", "BestTrial", "Budget",
-    "Categorical", "FloatRange", "IntRange", "LogRange", "Objective", "Parameter", "ParetoTrial",
-    "Promote", "Pruner", "Search", "TrialCounts", "TuneJob", "TuneJobSpec", "TuneJobStatus",
-]
 
 # Trials are <name>-t<index> (index < 10000) and must be valid TrainJob names (<= 54).
 MAX_NAME_LENGTH = 48

@@ -27,7 +27,8 @@ from pydantic import ValidationError
 
 from cogwork.api.common import rfc3339
 from cogwork.api.trainjob import TrainJob
-from cogwork.api.tunejob import Pruner, TuneJob
+from cogwork.api.tunejob import TuneJob
+from cogwork.api.tunejob_spec import Pruner
 from cogwork.local.console import parse_report
 from cogwork.local.local_app import LOGS
 from cogwork.local.runner import EXIT_FAILED, EXIT_INVALID, run_trainjob, validation_message

@@ -14,7 +14,8 @@ from torchx import specs
 
 from cogwork.api import contract
 from cogwork.api.common import to_wire
-from cogwork.api.trainjob import PodTemplate, TrainJob, TrainJobSpec
+from cogwork.api.trainjob import TrainJob, TrainJobSpec
+from cogwork.api.trainjob_spec import PodTemplate
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import (
     RDZV_ROLE,
@@ -26,21 +27,6 @@ from cogwork.plan.torchx_app import (
     runs_user_image,
     store_image,
 )
-from cogwork.plan.trainjob_observe import (
-    FailureAction,
-    PodObservation,
-    classify_failure,
-    derive_phase,
-    observe_pod,
-)
-
-__all__ = [
-    "FailureAction", "PodObservation", "RenderSettings", "checkpoint_claim",
-    "checkpoint_claim_name", "classify_failure", "derive_phase", "desired_node_count",
-    "expected_pod_names", "job_labels", "job_service", "observe_pod", "rdzv_name",
-    "render_children", "rendezvous_pod", "shared_objects", "worker_name", "worker_pod",
-    "worker_selector",
-]
 
 # Used for `cogwork render` of a manifest the apiserver has not seen (no uid yet).
 UNSET_UID = "00000000-0000-0000-0000-000000000000"

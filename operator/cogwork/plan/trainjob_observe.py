@@ -3,32 +3,18 @@ conditions -> phase. The controller decides with these; none of them does I/O.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cogwork.api import contract
-from cogwork.api.common import Condition, is_condition_true
-from cogwork.api.trainjob import FailureAction, FailurePolicy, FailureRule
-from cogwork.api.trainjob_status import (
-    FAILED,
-    RESTARTING,
-    RUNNING,
-    SUCCEEDED,
-    SUSPENDED,
-    Phase,
-)
-
-__all__ = ["FailureAction", "PodObservation", "classify_failure", "derive_phase", "observe_pod"]
+from cogwork.api.trainjob_spec import FailureAction, FailurePolicy, FailureRule
 
 DISRUPTION_TARGET = "DisruptionTarget"  # set by eviction, preemption, taint manager, node GC
 # Pod-level reasons that mean "the platform took the pod away", not "the program failed".
 PLATFORM_REASONS = frozenset({"Evicted", "Preempting", "NodeLost", "Shutdown", "Terminated",
                               "NodeShutdown", "UnexpectedAdmissionError", "OutOfcpu",
                               "OutOfmemory"})
-_PHASE_PRECEDENCE: tuple[tuple[str, Phase], ...] = (
-    (FAILED, "Failed"), (SUCCEEDED, "Succeeded"), (SUSPENDED, "Suspended"),
-    (RESTARTING, "Restarting"), (RUNNING, "Running"))
 SIGNAL_EXIT_CODES = 128  # >= 128: killed by a signal (OOM kill 137, SIGTERM 143)
 
 
@@ -121,9 +107,3 @@ def classify_failure(policy: FailurePolicy, pod: PodObservation) -> FailureActio
     return default_action(pod)
 
 
-def derive_phase(conditions: Sequence[Condition]) -> Phase:
-    """status.phase for people and printer columns; terminal conditions win."""
-    for condition_type, phase in _PHASE_PRECEDENCE:
-        if is_condition_true(conditions, condition_type):
-            return phase
-    return "Pending"

@@ -13,11 +13,13 @@ from datetime import datetime, timedelta
 from cogwork.api import contract
 from cogwork.api.common import is_condition_true, parse_rfc3339, rfc3339
 from cogwork.api.trainjob import TrainJob
+from cogwork.api.trainjob_spec import FailureAction
 from cogwork.api.trainjob_status import CheckpointRequest, FailureRecord, TrainJobStatus
 from cogwork.plan import trainjob as render
 from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
+from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import DataLocation
-from cogwork.plan.trainjob import FailureAction, PodObservation, RenderSettings, classify_failure
+from cogwork.plan.trainjob_observe import PodObservation, classify_failure
 
 # How long scale-down waits for the ranks to acknowledge a checkpoint before removing pods.
 CHECKPOINT_ACK_TIMEOUT = timedelta(seconds=60)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from cogwork.api.tunejob import CHOICE_FIELDS, DECIMAL_FIELDS, INTEGER_FIELDS, Parameter
+from cogwork.api.tunejob_spec import CHOICE_FIELDS, DECIMAL_FIELDS, INTEGER_FIELDS, Parameter
 
 LABEL_TUNEJOB = "cogwork.dev/tunejob"
 LABEL_TRIAL_INDEX = "cogwork.dev/trial-index"

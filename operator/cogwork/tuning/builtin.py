@@ -26,7 +26,8 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
-from cogwork.api.tunejob import Pruner, Search, TuneJob
+from cogwork.api.tunejob import TuneJob
+from cogwork.api.tunejob_spec import Pruner, Search
 from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, is_terminal, next_indices
 from cogwork.plan.tunejob_trials import (
     ParamValue,
@@ -194,9 +195,6 @@ def _rung_records(study: optuna.Study, trial: FrozenTrial) -> list[float]:
 
 def decide(job: TuneJob, trials: list[TrialObservation]) -> EngineDecision:
     """One pass of the search: which running trials to prune, which new trials to start."""
-    if job.spec.engine != "builtin":
-        return EngineDecision(error=f"spec.engine {job.spec.engine} is not implemented yet; "
-                                    "use builtin")
     if is_terminal(job):
         return EngineDecision()
     try:

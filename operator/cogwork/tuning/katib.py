@@ -45,7 +45,8 @@ from kubeflow_katib_api.models.io_k8s_apimachinery_pkg_apis_meta_v1_object_meta 
 from cogwork.api import contract
 from cogwork.api.common import API_VERSION, to_wire
 from cogwork.api.trainjob import MAX_NAME_LENGTH as TRAINJOB_MAX_NAME
-from cogwork.api.tunejob import INTEGER_FIELDS, Parameter, TuneJob
+from cogwork.api.tunejob import TuneJob
+from cogwork.api.tunejob_spec import INTEGER_FIELDS, Parameter
 from cogwork.plan.trainjob import TRAINER_CONTAINER
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
 from cogwork.tuning.katib_names import KATIB_API_VERSION, experiment_name

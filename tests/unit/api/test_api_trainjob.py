@@ -14,7 +14,8 @@ from cogwork.api.common import (
     set_condition,
     to_wire,
 )
-from cogwork.api.trainjob import DEFAULT_IMAGE, FailureAction, TrainJob
+from cogwork.api.trainjob import DEFAULT_IMAGE, TrainJob
+from cogwork.api.trainjob_spec import FailureAction
 from cogwork.api.trainjob_status import TrainJobStatus
 from pydantic import ValidationError
 from trainjob_cases import CREATE_CASES, Case, job

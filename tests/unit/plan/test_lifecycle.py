@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from cogwork.api.common import rfc3339
 from cogwork.api.labeljob import LabelJob, LabelJobStatus
-from cogwork.api.trainjob import TrainJob, TrainJobStatus
+from cogwork.api.trainjob import TrainJob
+from cogwork.api.trainjob_status import TrainJobStatus
 from cogwork.api.tunejob import TuneJob, TuneJobStatus
 from cogwork.plan import labeljob, trainjob_reconcile, tunejob
 from cogwork.plan.labeljob import LabelPod

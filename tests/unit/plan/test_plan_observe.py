@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 from cogwork.api.common import Condition
-from cogwork.api.trainjob import FailureAction, FailurePolicy
+from cogwork.api.trainjob_spec import FailureAction, FailurePolicy
+from cogwork.plan.lifecycle import derive_phase
 from cogwork.plan.trainjob_observe import (
     PodObservation,
     classify_failure,
-    derive_phase,
     observe_pod,
 )
 

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from cogwork.api.trainjob import EnvVar, TrainJob
+from cogwork.api.trainjob import TrainJob
+from cogwork.api.trainjob_spec import EnvVar
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import (
     RDZV_ROLE,

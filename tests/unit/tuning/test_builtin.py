@@ -149,10 +149,6 @@ def test_qmc_points_are_stateless_and_in_bounds() -> None:
     assert len({p["lr"] for p in points}) == 16
 
 
-def test_unsupported_engine_becomes_an_error() -> None:
-    assert "katib" in (decide(tunejob(engine="katib"), []).error or "")
-
-
 # -- CMA-ES: the optimizer is replayed from the trials (tuning/cma_replay.py) -------------------
 
 CMAES = {"algorithm": "cmaes", "seed": 11, "startupTrials": 2}
