@@ -184,26 +184,6 @@ def test_suspend_and_resume(jobs: Jobs) -> None:
     assert jobs.status(name)["phase"] == "Suspended"
 
 
-def test_an_earlier_versions_finalizer_is_released(jobs: Jobs) -> None:
-    """Operator versions that ran a Kopf daemon per job left Kopf's finalizer on it. No handler
-    needs it now: Kopf removes it at the first event, and this version adds none."""
-    name = "legacy"
-    job = digits_job(name, suspend=True)
-    job["metadata"]["finalizers"] = ["cogwork.dev/finalizer"]
-    jobs.apply(job)
-    jobs.apply(digits_job("current", suspend=True))
-    jobs.wait_phase(name, "Suspended", timeout=60)
-    jobs.wait_phase("current", "Suspended", timeout=60)
-    assert "finalizers" not in jobs.get("current")["metadata"]
-    jobs.wait_for("the old finalizer released",
-                  lambda: not jobs.get(name)["metadata"].get("finalizers"), timeout=30)
-    jobs.cluster.kubectl("delete", "trainjob", name, "-n", jobs.namespace, "--wait=false")
-    listed = lambda: jobs.cluster.kubectl_json("get", "trainjobs", "-n", jobs.namespace)  # noqa: E731
-    jobs.wait_for("the deleted job to be gone",
-                  lambda: [i["metadata"]["name"] for i in listed()["items"]] == ["current"],
-                  timeout=60)
-
-
 @pytest.mark.parametrize("spec_patch, field", [
     ({"nodes": {"min": 3, "max": 1}}, "spec.nodes"),
     ({"resources": {"gpu": -1}}, "spec.resources.gpu"),

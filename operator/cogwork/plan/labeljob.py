@@ -109,7 +109,6 @@ class _Pass(Lifecycle[LabelJob]):
     """One pass of a LabelJob: the shared lifecycle plus its steps' pods and review rounds."""
 
     SUSPEND_MESSAGE = "job suspended: running pods deleted, outputs kept"
-    START_ON_RESUME = False  # startTime once the model is resolved: waiting for it is not work
 
     def __init__(self, job: LabelJob, pods: list[LabelPod], model: ModelResolution,
                  now: datetime, settings: RenderSettings, retraining: Retraining) -> None:
@@ -151,7 +150,6 @@ class _Pass(Lifecycle[LabelJob]):
         if self.model.waiting or self.model.model is None:
             self.cond("Created", "False", "WaitingForModel", self.model.waiting or "")
             return
-        self.mark_started()
         model: ModelRef | None = self.model.model
         rounds = self.spec.review.max_rounds
         training_items: int | None = None  # labels the next retrain trains on

@@ -207,8 +207,6 @@ class Lifecycle(Generic[JobT]):
     # Conditions set False together with a terminal one (TrainJob adds Restarting).
     ENDS_WITH_JOB: tuple[str, ...] = ("Running",)
     SUSPEND_MESSAGE = "job suspended"
-    # Whether resuming sets startTime; a kind that waits for inputs first sets it itself.
-    START_ON_RESUME = True
 
     def __init__(self, job: JobT, now: datetime, status_model: type[BaseModel]) -> None:
         self.job, self.now = job, now
@@ -319,8 +317,7 @@ class Lifecycle(Generic[JobT]):
             current = find_condition(self.conditions, "Suspended")
             reason = current.reason if current is not None else "NotSuspended"
         self.cond("Suspended", "False", reason)
-        if self.START_ON_RESUME:
-            self.mark_started()
+        self.mark_started()
 
     def mark_started(self) -> None:
         if not self.job.status.start_time and "startTime" not in self.out.status:
