@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
+# Builders shared by unit tests in several directories (tuning_helpers).
+sys.path.insert(0, str(Path(__file__).parent / "unit"))
 
 from harness.cluster import Cluster
 

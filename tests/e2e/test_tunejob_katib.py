@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cogwork.api.tunejob import TuneJob
-from cogwork.tuning import katib
+from cogwork.plan import tunejob_katib_render as katib
 from harness.controlplane import REPO_ROOT
 from harness.jobs import Jobs
 from harness.operator import Operator

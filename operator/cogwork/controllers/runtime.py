@@ -25,7 +25,7 @@ from cogwork.api.crdgen import RESOURCES
 from cogwork.controllers.config import OperatorConfig
 from cogwork.plan.lifecycle import Actions, ChildPatch, ChildRef, failed_status
 from cogwork.plan.settings import RenderSettings
-from cogwork.tuning.katib_names import (
+from cogwork.plan.tunejob_katib_names import (
     EXPERIMENT_KIND,
     EXPERIMENT_PLURAL,
     KATIB_API_VERSION,

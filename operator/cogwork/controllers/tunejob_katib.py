@@ -17,14 +17,14 @@ from cogwork import kube
 from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime
 from cogwork.plan.lifecycle import Event
-from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
-from cogwork.tuning.katib_names import (
+from cogwork.plan.tunejob_katib_names import (
     EXPERIMENT_KIND,
     EXPERIMENT_PLURAL,
     KATIB_GROUP,
     KATIB_VERSION,
     experiment_name,
 )
+from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
 
 CONTROLLER = "tunejob"
 ExperimentIndex = kopf.Index[tuple[str, str], dict[str, Any]]
@@ -63,7 +63,9 @@ async def observe(namespace: str, job: TuneJob,
 async def reconcile_once(namespace: str, name: str, body: dict[str, Any], job: TuneJob,
                          index: ExperimentIndex | None) -> float | None:
     """One pass for a Katib-engine TuneJob; returns seconds until the next one (None: gone)."""
-    from cogwork.tuning import katib_status  # Katib's API models: only once a job uses Katib
+    from cogwork.plan import (
+        tunejob_katib_reconcile as katib_status,  # Katib's API models: only once a job uses Katib
+    )
 
     experiment, installed = await observe(namespace, job, index)
     now = datetime.now(UTC)

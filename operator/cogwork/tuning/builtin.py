@@ -29,6 +29,7 @@ from optuna.trial import TrialState as OptunaState
 from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import Pruner, Search
 from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, is_terminal, next_indices
+from cogwork.plan.tunejob_seeds import base_seed, trial_seed
 from cogwork.plan.tunejob_trials import (
     ParamValue,
     TrialObservation,
@@ -37,7 +38,6 @@ from cogwork.plan.tunejob_trials import (
 )
 from cogwork.tuning import space
 from cogwork.tuning.cma_replay import ReplayedCmaEsSampler
-from cogwork.tuning.seeds import base_seed, trial_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

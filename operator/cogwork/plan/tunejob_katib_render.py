@@ -48,9 +48,9 @@ from cogwork.api.trainjob import MAX_NAME_LENGTH as TRAINJOB_MAX_NAME
 from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import INTEGER_FIELDS, Parameter
 from cogwork.plan.trainjob import TRAINER_CONTAINER
+from cogwork.plan.tunejob_katib_names import KATIB_API_VERSION, experiment_name
+from cogwork.plan.tunejob_seeds import base_seed
 from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
-from cogwork.tuning.katib_names import KATIB_API_VERSION, experiment_name
-from cogwork.tuning.seeds import base_seed
 
 # Katib names trials <experiment>-<8 random characters>, and a trial TrainJob must fit in 54.
 MAX_EXPERIMENT_NAME = TRAINJOB_MAX_NAME - 9

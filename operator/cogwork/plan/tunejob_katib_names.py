@@ -1,6 +1,6 @@
-"""Where Katib's Experiments live in the API. Kept apart from tuning/katib.py, which loads
-Katib's API models: the operator registers its Experiment watch at start-up and should not pay
-for those models (and numpy) unless a TuneJob uses the Katib engine."""
+"""Where Katib's Experiments live in the API. Kept apart from plan/tunejob_katib_render.py,
+which loads Katib's API models: the operator registers its Experiment watch at start-up and
+should not pay for those models (and numpy) unless a TuneJob uses the Katib engine."""
 
 from __future__ import annotations
 

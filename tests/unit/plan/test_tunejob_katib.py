@@ -11,7 +11,8 @@ import pytest
 import yaml
 from cogwork.api.common import to_wire
 from cogwork.api.trainjob import TrainJob
-from cogwork.tuning import katib, katib_status
+from cogwork.plan import tunejob_katib_reconcile as katib_status
+from cogwork.plan import tunejob_katib_render as katib
 from tuning_helpers import BATCH, LR, WIDTH, tunejob
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """One pass of a Katib-engine TuneJob: TuneJob + observed Experiment -> actions. Pure, no I/O.
 
-Katib runs the search; the operator only creates the Experiment (cogwork.tuning.katib) and
-mirrors what Katib reports into the TuneJob's usual, small status: conditions, trial counts,
+Katib runs the search; the operator only creates the Experiment (tunejob_katib_render.py)
+and mirrors what Katib reports into the TuneJob's usual, small status: conditions, trial counts,
 `bestTrial` from the Experiment's `currentOptimalTrial`, and the promoted TrainJob. Everything is
 recomputed from the two objects on each pass, like the builtin engine.
 """
@@ -19,14 +19,14 @@ from cogwork.api.common import is_condition_true
 from cogwork.api.tunejob import BestTrial, TrialCounts, TuneJob, TuneJobStatus
 from cogwork.plan.lifecycle import FINISHED_RECHECK_S, Actions, Lifecycle
 from cogwork.plan.tunejob import promoted_manifest, promoted_name
-from cogwork.plan.tunejob_trials import TrialObservation
-from cogwork.tuning.katib import KatibUnsupported, budget_patch, build
-from cogwork.tuning.katib_names import (
+from cogwork.plan.tunejob_katib_names import (
     EXPERIMENT_KIND,
     EXPERIMENT_PLURAL,
     KATIB_API_VERSION,
     experiment_name,
 )
+from cogwork.plan.tunejob_katib_render import KatibUnsupported, budget_patch, build
+from cogwork.plan.tunejob_trials import TrialObservation
 
 ENGINE_READY = "EngineReady"
 NOT_INSTALLED_MESSAGE = (f"{EXPERIMENT_PLURAL}.{KATIB_API_VERSION} is not served: install Katib "
