@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 from cogwork.api.tunejob import TuneJob
-from cogwork.plan.tunejob_trials import TrialObservation
+from cogwork.plan.tunejob_observe import TrialObservation
 from cogwork.tuning import builtin
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

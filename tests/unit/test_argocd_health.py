@@ -61,7 +61,7 @@ def test_planner_statuses_map_to_argo_health() -> None:
     """What the TrainJob planner writes, pass by pass, reads right in Argo CD."""
     sys.path.insert(0, str(Path(__file__).parent / "plan"))
     from cogwork.plan.lifecycle import StatusPatch
-    from test_plan_reconcile import advance, job, pod, running_pods, step
+    from test_trainjob_reconcile import advance, job, pod, running_pods, step
 
     def as_obj(status: StatusPatch, generation: int = 1) -> dict[str, Any]:
         return {"kind": "TrainJob", "metadata": {"name": "digits", "generation": generation},

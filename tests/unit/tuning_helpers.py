@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from cogwork.api.tunejob import TuneJob
-from cogwork.plan.tunejob_trials import TrialObservation, TrialState
+from cogwork.plan.tunejob_observe import TrialObservation, TrialState
 
 LR = {"name": "lr", "field": "task.learningRate", "logUniform": {"min": "1e-3", "max": "0.5"}}
 WIDTH = {"name": "width", "field": "task.hiddenSize", "int": {"min": 16, "max": 128,

@@ -25,7 +25,8 @@ from cogwork.api.labeljob import LABELJOB_RESOURCE, LabelJob
 from cogwork.api.trainjob import TRAINJOB_RESOURCE
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
-from cogwork.plan.labeljob import LabelPod, Retraining, observe_pod, reconcile
+from cogwork.plan.labeljob_observe import LabelPod, observe_pod
+from cogwork.plan.labeljob_reconcile import Retraining, reconcile
 from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
 from cogwork.plan.labeljob_rounds import LABEL_LABELJOB, retrain_round
 from cogwork.plan.lifecycle import is_finished

@@ -23,8 +23,8 @@ from cogwork.api.common import GROUP, VERSION
 from cogwork.api.trainjob import TRAINJOB_RESOURCE
 from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime, tunejob_katib
-from cogwork.plan.tunejob import reconcile
-from cogwork.plan.tunejob_trials import LABEL_TUNEJOB, observe_trial
+from cogwork.plan.tunejob_observe import LABEL_TUNEJOB, observe_trial
+from cogwork.plan.tunejob_reconcile import reconcile
 
 log = logging.getLogger(__name__)
 CONTROLLER = "tunejob"

@@ -24,7 +24,7 @@ from cogwork.plan.tunejob_katib_names import (
     KATIB_VERSION,
     experiment_name,
 )
-from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
+from cogwork.plan.tunejob_observe import LABEL_TUNEJOB
 
 CONTROLLER = "tunejob"
 ExperimentIndex = kopf.Index[tuple[str, str], dict[str, Any]]

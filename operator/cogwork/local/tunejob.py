@@ -33,13 +33,13 @@ from cogwork.local.console import parse_report
 from cogwork.local.local_app import LOGS
 from cogwork.local.runner import EXIT_FAILED, EXIT_INVALID, run_trainjob, validation_message
 from cogwork.plan.progress import status_patch
-from cogwork.plan.tunejob import reconcile
-from cogwork.plan.tunejob_trials import (
+from cogwork.plan.tunejob_observe import (
     LABEL_TUNEJOB,
     TrialObservation,
     observe_trial,
     params_text,
 )
+from cogwork.plan.tunejob_reconcile import reconcile
 from cogwork.tuning.builtin import decide
 
 POLL_SECONDS = 1.0

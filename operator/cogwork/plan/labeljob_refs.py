@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from cogwork.api.common import Condition, set_condition, to_wire
 from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import TrainJob
-from cogwork.plan.labeljob_pods import output_claim_name, output_path, pod_model
+from cogwork.plan.labeljob_render import output_claim_name, output_path, pod_model
 from cogwork.plan.labeljob_steps import ModelRef, model_version
 from cogwork.plan.torchx_app import DataLocation
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from cogwork.api.common import API_VERSION
 from cogwork.api.labeljob import LabelJob
-from cogwork.plan.labeljob_pods import namespace_of, output_claim_name, output_path
 from cogwork.plan.labeljob_refs import ModelResolution, trainjob_file, trainjob_model
+from cogwork.plan.labeljob_render import namespace_of, output_claim_name, output_path
 from cogwork.plan.labeljob_steps import training_set_name
 from cogwork.plan.settings import RenderSettings
 

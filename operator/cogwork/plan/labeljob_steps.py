@@ -1,7 +1,7 @@
 """LabelJob -> the steps its pods (or `cogwork run`'s processes) run. Pure, no I/O.
 
 One description of each step (program, arguments, env) serves both the operator, which renders
-it into a pod (`cogwork.plan.labeljob_pods`), and `cogwork run`, which starts it as a local
+it into a pod (`cogwork.plan.labeljob_render`), and `cogwork run`, which starts it as a local
 process; only the `Layout` (where output, model and data are seen) differs.
 
 Scoring runs as independent shard pods (`--shard-index i --shard-count n`), not as one torchrun

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from cogwork.api.common import is_condition_true
 from cogwork.api.tunejob import BestTrial, TrialCounts, TuneJob, TuneJobStatus
 from cogwork.plan.lifecycle import FINISHED_RECHECK_S, Actions, Lifecycle
-from cogwork.plan.tunejob import promoted_manifest, promoted_name
 from cogwork.plan.tunejob_katib_names import (
     EXPERIMENT_KIND,
     EXPERIMENT_PLURAL,
@@ -26,7 +25,8 @@ from cogwork.plan.tunejob_katib_names import (
     experiment_name,
 )
 from cogwork.plan.tunejob_katib_render import KatibUnsupported, budget_patch, build
-from cogwork.plan.tunejob_trials import TrialObservation
+from cogwork.plan.tunejob_observe import TrialObservation
+from cogwork.plan.tunejob_render import promoted_manifest, promoted_name
 
 ENGINE_READY = "EngineReady"
 NOT_INSTALLED_MESSAGE = (f"{EXPERIMENT_PLURAL}.{KATIB_API_VERSION} is not served: install Katib "

@@ -49,8 +49,8 @@ from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import INTEGER_FIELDS, Parameter
 from cogwork.plan.trainjob import TRAINER_CONTAINER
 from cogwork.plan.tunejob_katib_names import KATIB_API_VERSION, experiment_name
+from cogwork.plan.tunejob_observe import LABEL_TUNEJOB
 from cogwork.plan.tunejob_seeds import base_seed
-from cogwork.plan.tunejob_trials import LABEL_TUNEJOB
 
 # Katib names trials <experiment>-<8 random characters>, and a trial TrainJob must fit in 54.
 MAX_EXPERIMENT_NAME = TRAINJOB_MAX_NAME - 9

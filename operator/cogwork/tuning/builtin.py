@@ -28,14 +28,20 @@ from optuna.trial import TrialState as OptunaState
 
 from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import Pruner, Search
-from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, is_terminal, next_indices
-from cogwork.plan.tunejob_seeds import base_seed, trial_seed
-from cogwork.plan.tunejob_trials import (
+from cogwork.plan.tunejob_observe import (
     ParamValue,
     TrialObservation,
     objective_values,
     with_objectives,
 )
+from cogwork.plan.tunejob_reconcile import (
+    EngineDecision,
+    Proposal,
+    Prune,
+    is_terminal,
+    next_indices,
+)
+from cogwork.plan.tunejob_seeds import base_seed, trial_seed
 from cogwork.tuning import space
 from cogwork.tuning.cma_replay import ReplayedCmaEsSampler
 

@@ -22,7 +22,7 @@ from optuna.distributions import (
 from scipy.stats import qmc
 
 from cogwork.api.tunejob_spec import Parameter
-from cogwork.plan.tunejob_trials import ParamValue
+from cogwork.plan.tunejob_observe import ParamValue
 
 MAX_GRID_POINTS = 1_000_000
 

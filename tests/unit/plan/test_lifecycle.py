@@ -15,14 +15,16 @@ from cogwork.api.labeljob import LabelJob, LabelJobStatus
 from cogwork.api.trainjob import TrainJob
 from cogwork.api.trainjob_status import TrainJobStatus
 from cogwork.api.tunejob import TuneJob, TuneJobStatus
-from cogwork.plan import labeljob, trainjob_reconcile, tunejob
-from cogwork.plan.labeljob import LabelPod
+from cogwork.plan import labeljob_reconcile as labeljob
+from cogwork.plan import trainjob_reconcile
+from cogwork.plan import tunejob_reconcile as tunejob
+from cogwork.plan.labeljob_observe import LabelPod
 from cogwork.plan.labeljob_refs import ModelResolution
 from cogwork.plan.labeljob_steps import ModelRef
 from cogwork.plan.lifecycle import Actions
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob_observe import PodObservation
-from cogwork.plan.tunejob_trials import TrialObservation
+from cogwork.plan.tunejob_observe import TrialObservation
 from pydantic import BaseModel
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from typing import Any
 
 from cogwork.api.common import Condition
 from cogwork.plan.lifecycle import with_kstatus
-from cogwork.plan.tunejob import EngineDecision, reconcile
-from test_plan_reconcile import NOW, advance, job, pod, running_pods, step
+from cogwork.plan.tunejob_reconcile import EngineDecision, reconcile
+from test_trainjob_reconcile import NOW, advance, job, pod, running_pods, step
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tuning"))
 from tuning_helpers import trial, tunejob

@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 from cogwork.api.tunejob import TuneJob
-from cogwork.plan.tunejob_trials import TrialObservation
+from cogwork.plan.tunejob_observe import TrialObservation
 from cogwork.tuning import builtin, space
 from cogwork.tuning.builtin import build_study, curve_rungs, decide, prune_decisions, suggest
 from cogwork.tuning.cma_replay import ReplayedCmaEsSampler

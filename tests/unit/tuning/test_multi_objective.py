@@ -14,8 +14,7 @@ import optuna
 import pytest
 from cogwork.api.tunejob import MAX_PARETO_TRIALS, TuneJob
 from cogwork.local.console import PROGRESS_PREFIX
-from cogwork.plan.tunejob import EngineDecision, best_trial, pareto_front, reconcile
-from cogwork.plan.tunejob_trials import (
+from cogwork.plan.tunejob_observe import (
     LABEL_TRIAL_INDEX,
     LABEL_TUNEJOB,
     TrialObservation,
@@ -23,6 +22,7 @@ from cogwork.plan.tunejob_trials import (
     observe_trial,
     with_objectives,
 )
+from cogwork.plan.tunejob_reconcile import EngineDecision, best_trial, pareto_front, reconcile
 from cogwork.tuning.builtin import build_study, decide, suggest
 from tuning_helpers import run_locally, trial, tunejob
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cogwork.api.tunejob import TuneJob
-from cogwork.plan.tunejob import Actions, reconcile
-from cogwork.plan.tunejob_trials import ANNOTATION_PRUNED_AT, observe_trial
+from cogwork.plan.tunejob_observe import ANNOTATION_PRUNED_AT, observe_trial
+from cogwork.plan.tunejob_reconcile import Actions, reconcile
 from cogwork.tuning.builtin import decide
 from tuning_helpers import BATCH, LR, WIDTH
 

@@ -9,7 +9,8 @@ from typing import Any
 from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import DEFAULT_IMAGE, TrainJob
 from cogwork.plan import trainjob_reconcile
-from cogwork.plan.labeljob import LabelPod, observe_pod, reconcile
+from cogwork.plan.labeljob_observe import LabelPod, observe_pod
+from cogwork.plan.labeljob_reconcile import reconcile
 from cogwork.plan.labeljob_refs import (
     ModelResolution,
     resolve_dataset,

@@ -11,7 +11,6 @@ it never reads the volume. Succeeded/Failed are sticky: a finished job never rec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +18,9 @@ from typing import Any
 
 from cogwork.api.common import is_condition_true, parse_rfc3339
 from cogwork.api.labeljob import LabelCounts, LabelJob, LabelJobStatus, LabelOutputs
-from cogwork.plan.labeljob_pods import (
+from cogwork.plan.labeljob_observe import LabelPod, parse_summary
+from cogwork.plan.labeljob_refs import ModelResolution
+from cogwork.plan.labeljob_render import (
     output_claim,
     output_claim_name,
     output_path,
@@ -27,7 +28,6 @@ from cogwork.plan.labeljob_pods import (
     step_pod,
     step_pod_name,
 )
-from cogwork.plan.labeljob_refs import ModelResolution
 from cogwork.plan.labeljob_rounds import retrain_name, retrain_trainjob, retrained_model
 from cogwork.plan.labeljob_steps import ModelRef, Step, collect_step, steps
 from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
@@ -47,48 +47,6 @@ SUMMARY_COUNTS = {"total": "total", "predicted": "predicted", "auto_accepted": "
 SUMMARY_FIELDS = {"threshold": "threshold", "certified_lower_bound": "lowerBound",
                   "coverage": "coverage", "round": "round",
                   "items_per_second": "itemsPerSecond", "model_version": "modelVersion"}
-
-
-@dataclass(frozen=True)
-class LabelPod:
-    """What the state machine needs to know about one child pod."""
-
-    name: str
-    phase: str = "Pending"
-    exit_code: int | None = None
-    message: str | None = None  # termination message: a step's JSON summary or a log tail
-    waiting_reason: str | None = None
-    waiting_message: str | None = None
-    finished_at: str | None = None
-    deleting: bool = False
-
-
-def observe_pod(pod: Mapping[str, Any]) -> LabelPod:
-    """Condense a Pod object (as the API returns it) into a LabelPod."""
-    metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
-    statuses = status.get("containerStatuses") or [{}]
-    state = statuses[0].get("state") or {}
-    terminated, waiting = state.get("terminated") or {}, state.get("waiting") or {}
-    exit_code = terminated.get("exitCode")
-    return LabelPod(
-        name=str(metadata.get("name", "")),
-        phase=str(status.get("phase") or "Pending"),
-        exit_code=int(exit_code) if exit_code is not None else None,
-        message=terminated.get("message"),
-        waiting_reason=waiting.get("reason"),
-        waiting_message=waiting.get("message"),
-        finished_at=terminated.get("finishedAt"),
-        deleting=metadata.get("deletionTimestamp") is not None,
-    )
-
-
-def parse_summary(message: str | None) -> dict[str, Any] | None:
-    """A step's JSON summary from its termination message; None when it is not one."""
-    try:
-        doc = json.loads(message or "")
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _last_line(text: str | None, limit: int = 300) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cogwork.controllers.runtime import status_changed
-from test_plan_reconcile import NOW, advance, cond, job, pod, step
+from test_trainjob_reconcile import NOW, advance, cond, job, pod, step
 
 
 def test_second_pass_of_a_new_job_writes_nothing() -> None:

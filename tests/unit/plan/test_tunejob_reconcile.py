@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.progress import ProgressReport, status_patch
-from cogwork.plan.tunejob import EngineDecision, Proposal, Prune, next_indices, reconcile
-from cogwork.plan.tunejob_trials import (
+from cogwork.plan.tunejob_observe import (
     ANNOTATION_PARAMS,
     ANNOTATION_PRUNED_AT,
     ANNOTATION_RUNGS,
@@ -20,6 +19,7 @@ from cogwork.plan.tunejob_trials import (
     learning_curve,
     observe_trial,
 )
+from cogwork.plan.tunejob_reconcile import EngineDecision, Proposal, Prune, next_indices, reconcile
 from tuning_helpers import LR, trial, tunejob
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

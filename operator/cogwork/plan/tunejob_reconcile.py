@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cogwork.api.common import API_VERSION, is_condition_true, to_wire
+from cogwork.api.common import is_condition_true
 from cogwork.api.tunejob import (
     MAX_PARETO_TRIALS,
     BestTrial,
@@ -24,22 +24,17 @@ from cogwork.api.tunejob import (
     TuneJobStatus,
 )
 from cogwork.plan.lifecycle import Actions, Lifecycle, is_finished
-from cogwork.plan.tunejob_trials import (
-    ANNOTATION_PARAMS,
+from cogwork.plan.tunejob_observe import (
     ANNOTATION_PRUNED_AT,
     ANNOTATION_RUNGS,
-    LABEL_PROMOTED_FROM,
-    LABEL_TRIAL_INDEX,
-    LABEL_TUNEJOB,
     MISSING_OBJECTIVE_METRIC,
     ParamValue,
     TrialObservation,
-    apply_params,
     objective_values,
     params_text,
-    trial_name,
     with_objectives,
 )
+from cogwork.plan.tunejob_render import promoted_manifest, promoted_name, trial_manifest
 
 
 @dataclass
@@ -136,42 +131,6 @@ def next_indices(job: TuneJob, trials: list[TrialObservation]) -> list[int]:
     return list(range(start, start + max(0, slots)))
 
 
-def trial_manifest(job: TuneJob, proposal: Proposal) -> dict[str, Any]:
-    name = job.metadata.name
-    template = to_wire(job.spec.trial_template)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TrainJob",
-        "metadata": {
-            "name": trial_name(name, proposal.index),
-            "namespace": job.metadata.namespace,
-            "labels": {LABEL_TUNEJOB: name, LABEL_TRIAL_INDEX: str(proposal.index)},
-            "annotations": {ANNOTATION_PARAMS: json.dumps(proposal.params, sort_keys=True)},
-        },
-        "spec": apply_params(template, job.spec.parameters, proposal.params),
-    }
-
-
-def promoted_name(job: TuneJob) -> str:
-    return job.spec.promote.name or f"{job.metadata.name}-best"
-
-
-def promoted_manifest(job: TuneJob, best: TrialObservation) -> dict[str, Any]:
-    """The final TrainJob: the template with the best parameters, not labelled as a trial."""
-    template = to_wire(job.spec.trial_template)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TrainJob",
-        "metadata": {
-            "name": promoted_name(job),
-            "namespace": job.metadata.namespace,
-            "labels": {LABEL_PROMOTED_FROM: job.metadata.name},
-            "annotations": {ANNOTATION_PARAMS: json.dumps(best.params, sort_keys=True)},
-        },
-        "spec": apply_params(template, job.spec.parameters, best.params),
-    }
-
-
 class _Pass(Lifecycle[TuneJob]):
     """One pass of a builtin-engine TuneJob: the shared lifecycle plus trials and promotion."""
 
@@ -241,7 +200,7 @@ class _Pass(Lifecycle[TuneJob]):
         allowed = set(next_indices(self.job, self.trials))
         for proposal in self.decision.proposals:
             if proposal.index in allowed:
-                self.out.create.append(trial_manifest(self.job, proposal))
+                self.out.create.append(trial_manifest(self.job, proposal.index, proposal.params))
         unfinished = [t for t in self.trials if not t.finished]
         budget_used = len(self.trials) >= self.job.spec.budget.max_trials
         stop_starting = (budget_used or self.decision.exhausted

@@ -7,9 +7,18 @@ from datetime import timedelta
 from typing import Any
 
 from cogwork.api.trainjob import TrainJob
-from cogwork.plan.labeljob import Retraining, reconcile
+from cogwork.plan.labeljob_reconcile import Retraining, reconcile
 from cogwork.plan.labeljob_rounds import retrain_name, retrain_round
-from test_plan_labeljob import CERTIFIED, MODEL, NOW, SETTINGS, condition, done, env_of, labeljob
+from test_labeljob_reconcile import (
+    CERTIFIED,
+    MODEL,
+    NOW,
+    SETTINGS,
+    condition,
+    done,
+    env_of,
+    labeljob,
+)
 
 SOURCE = {  # the TrainJob spec.model.fromTrainJob names, as the controller read it
     "apiVersion": "cogwork.dev/v1alpha1", "kind": "TrainJob",
