@@ -25,9 +25,9 @@ from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
 from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
 from cogwork.plan.lifecycle import is_finished
-from cogwork.plan.trainjob import expected_pod_names, job_labels
 from cogwork.plan.trainjob_observe import PodObservation, observe_pod
 from cogwork.plan.trainjob_reconcile import reconcile
+from cogwork.plan.trainjob_render import expected_pod_names, job_labels
 
 log = logging.getLogger(__name__)
 CONTROLLER = "trainjob"

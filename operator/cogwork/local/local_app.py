@@ -21,7 +21,7 @@ from cogwork.api import contract
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import RDZV_ROLE, WORKER_ROLE, build_app, role
-from cogwork.plan.trainjob import UNSET_UID, desired_node_count
+from cogwork.plan.trainjob_render import UNSET_UID, desired_node_count
 
 LOOPBACK = "127.0.0.1"
 LOCAL_NAMESPACE = "local"

@@ -39,7 +39,7 @@ from cogwork.local.local_app import (
 from cogwork.local.processes import LogTail, ProcessTracker, free_port, port_open, wait_until
 from cogwork.plan.progress import ProgressReport
 from cogwork.plan.torchx_app import WORKER_ROLE, PlanError
-from cogwork.plan.trainjob import desired_node_count
+from cogwork.plan.trainjob_render import desired_node_count
 
 SCHEDULER = "local_cwd"  # torchx's local scheduler; images are ignored, this Python runs them
 EXIT_INVALID = 2

@@ -24,7 +24,7 @@ from cogwork.plan.labeljob_steps import (
     omp_threads,
 )
 from cogwork.plan.settings import RenderSettings
-from cogwork.plan.trainjob import (
+from cogwork.plan.trainjob_render import (
     CONTAINER_SECURITY_CONTEXT,
     HOME_VOLUME,
     POD_SECURITY_CONTEXT,

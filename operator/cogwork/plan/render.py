@@ -7,7 +7,7 @@ from typing import Any
 
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.settings import RenderSettings
-from cogwork.plan.trainjob import UNSET_UID, job_namespace, render_children
+from cogwork.plan.trainjob_render import UNSET_UID, job_namespace, render_children
 
 
 def render_manifests(doc: Mapping[str, Any], settings: RenderSettings | None = None

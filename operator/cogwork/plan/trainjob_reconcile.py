@@ -15,7 +15,7 @@ from cogwork.api.common import is_condition_true, parse_rfc3339, rfc3339
 from cogwork.api.trainjob import TrainJob
 from cogwork.api.trainjob_spec import FailureAction
 from cogwork.api.trainjob_status import CheckpointRequest, FailureRecord, TrainJobStatus
-from cogwork.plan import trainjob as render
+from cogwork.plan import trainjob_render as render
 from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import DataLocation

@@ -47,7 +47,7 @@ from cogwork.api.common import API_VERSION, to_wire
 from cogwork.api.trainjob import MAX_NAME_LENGTH as TRAINJOB_MAX_NAME
 from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import INTEGER_FIELDS, Parameter
-from cogwork.plan.trainjob import TRAINER_CONTAINER
+from cogwork.plan.trainjob_render import TRAINER_CONTAINER
 from cogwork.plan.tunejob_katib_names import KATIB_API_VERSION, experiment_name
 from cogwork.plan.tunejob_observe import LABEL_TUNEJOB
 from cogwork.plan.tunejob_seeds import base_seed

@@ -19,7 +19,7 @@ from cogwork.plan.labeljob_refs import (
 )
 from cogwork.plan.labeljob_steps import ModelRef
 from cogwork.plan.settings import RenderSettings
-from cogwork.plan.trainjob import worker_pod
+from cogwork.plan.trainjob_render import worker_pod
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 SETTINGS = RenderSettings()

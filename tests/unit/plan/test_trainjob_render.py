@@ -11,7 +11,7 @@ from cogwork.api import contract
 from cogwork.api.trainjob import DEFAULT_IMAGE, TrainJob
 from cogwork.plan.render import render_document, render_manifests
 from cogwork.plan.settings import RenderSettings
-from cogwork.plan.trainjob import (
+from cogwork.plan.trainjob_render import (
     checkpoint_claim,
     desired_node_count,
     expected_pod_names,
