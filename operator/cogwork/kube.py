@@ -265,14 +265,8 @@ async def patch_custom(plural: str, namespace: str, name: str, patch: dict[str, 
 
 
 async def delete_custom(plural: str, namespace: str, name: str) -> bool:
-    try:
-        await request("DELETE", _custom_path(plural, namespace, name),
-                      params={"propagationPolicy": "Background"})
-        return True
-    except ApiError as err:
-        if err.status == 404:
-            return False
-        raise
+    """Delete one of our objects (its children go with it, in the background)."""
+    return await delete_namespaced_object(GROUP, VERSION, plural, namespace, name)
 
 
 # -- other groups' custom resources (Katib's Experiment) ----------------------------------------

@@ -219,6 +219,26 @@ class Condition(StatusModel):
         default=None, ge=0, description="metadata.generation the condition was computed from.")
 
 
+ConditionList = Annotated[
+    list[Condition],
+    Field(json_schema_extra={"x-kubernetes-list-type": "map",
+                             "x-kubernetes-list-map-keys": ["type"]}),
+]
+
+
+class JobStatus(StatusModel):
+    """What the shared lifecycle (plan/lifecycle.py) writes on every kind."""
+
+    observed_generation: int | None = Field(default=None,
+                                            description="Generation the status describes.")
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
+                                   description="When the job last became active (suspend "
+                                               "resets it: activeDeadlineSeconds counts from "
+                                               "here).")
+    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
+                                        description="When the job succeeded or failed.")
+
+
 def rfc3339(moment: datetime | None = None) -> str:
     """Kubernetes' timestamp format (second precision, UTC, `Z`)."""
     moment = moment or datetime.now(UTC)

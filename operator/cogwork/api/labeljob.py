@@ -6,13 +6,14 @@ exist only in CEL; every create-time rule is also a pydantic validator.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
 from cogwork.api.common import (
-    Condition,
+    ConditionList,
     CustomResource,
+    JobStatus,
     PrinterColumn,
     SpecModel,
     StatusModel,
@@ -135,11 +136,6 @@ Phase = Literal["Pending", "Suspended", "Running", "Succeeded", "Failed"]
 CREATED, RUNNING, CERTIFIED, SINK_READY = "Created", "Running", "Certified", "SinkReady"
 SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
 
-ConditionList = Annotated[
-    list[Condition],
-    Field(json_schema_extra={"x-kubernetes-list-type": "map",
-                             "x-kubernetes-list-map-keys": ["type"]}),
-]
 
 
 class LabelCounts(StatusModel):
@@ -160,7 +156,7 @@ class LabelOutputs(StatusModel):
     calibration: str | None = Field(default=None, description="calibration.json.")
 
 
-class LabelJobStatus(StatusModel):
+class LabelJobStatus(JobStatus):
     """Observed state of a LabelJob, written only by the operator."""
 
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")
@@ -168,8 +164,6 @@ class LabelJobStatus(StatusModel):
         default_factory=list, description="Created, Running, Certified (False with the bound "
                                           "reached when the target cannot be certified), "
                                           "SinkReady, Suspended, Succeeded, Failed.")
-    observed_generation: int | None = Field(default=None,
-                                            description="Generation the status describes.")
     counts: LabelCounts | None = Field(default=None, description="Item counts.")
     predicted_text: str | None = Field(default=None, description="\"predicted/total\".")
     threshold: float | None = Field(default=None, description="Auto-accept score threshold.")
@@ -182,10 +176,6 @@ class LabelJobStatus(StatusModel):
     items_per_second: float | None = Field(default=None, description="Pre-labeling rate.")
     model_version: str | None = Field(default=None, description="Model that labeled.")
     outputs: LabelOutputs | None = Field(default=None, description="Output locations.")
-    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                   description="When the first pod was created.")
-    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                        description="When the job succeeded or failed.")
 
 
 class LabelJob(StatusModel):

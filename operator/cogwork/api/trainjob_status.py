@@ -6,11 +6,11 @@ Kubeflow's trainerStatus, KEP-2779).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from cogwork.api.common import Condition, StatusModel
+from cogwork.api.common import ConditionList, JobStatus, StatusModel
 
 Phase = Literal["Pending", "Suspended", "Running", "Restarting", "Succeeded", "Failed"]
 
@@ -101,14 +101,9 @@ class CheckpointRequest(StatusModel):
                              description="When the checkpoint was requested.")
 
 
-ConditionList = Annotated[
-    list[Condition],
-    Field(json_schema_extra={"x-kubernetes-list-type": "map",
-                             "x-kubernetes-list-map-keys": ["type"]}),
-]
 
 
-class TrainJobStatus(StatusModel):
+class TrainJobStatus(JobStatus):
     """Observed state of a TrainJob, written only by the operator."""
 
     phase: Phase | None = Field(default=None, description="Summary of the conditions: Pending, "
@@ -117,8 +112,6 @@ class TrainJobStatus(StatusModel):
         default_factory=list,
         description="Created, Running, Suspended, Restarting, Succeeded, Failed. Succeeded and "
                     "Failed are terminal.")
-    observed_generation: int | None = Field(default=None,
-                                            description="Generation the status describes.")
     replicas: int | None = Field(default=None, description="Worker pods that exist (scale).")
     ready_replicas: int | None = Field(default=None, description="Worker pods running.")
     selector: str | None = Field(default=None,
@@ -137,9 +130,5 @@ class TrainJobStatus(StatusModel):
     artifacts: ArtifactsStatus | None = Field(default=None, description="Outputs.")
     last_checkpoint_step: int | None = Field(default=None,
                                              description="Step of the last reported checkpoint.")
-    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                   description="When the pods were first created.")
-    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                        description="When the job succeeded or failed.")
     checkpoint_request: CheckpointRequest | None = Field(
         default=None, description="Outstanding checkpoint request, if any.")

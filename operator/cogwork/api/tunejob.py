@@ -8,13 +8,14 @@ object never grows with the number of trials (Katib's Suggestion outgrew etcd, k
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
 from cogwork.api.common import (
-    Condition,
+    ConditionList,
     CustomResource,
+    JobStatus,
     PrinterColumn,
     SpecModel,
     StatusModel,
@@ -191,22 +192,15 @@ class ParetoTrial(StatusModel):
     values: dict[str, float] = Field(description="Its value of each objective, by metric.")
 
 
-ConditionList = Annotated[
-    list[Condition],
-    Field(json_schema_extra={"x-kubernetes-list-type": "map",
-                             "x-kubernetes-list-map-keys": ["type"]}),
-]
 
 
-class TuneJobStatus(StatusModel):
+class TuneJobStatus(JobStatus):
     """Observed state of a TuneJob, written only by the operator."""
 
     phase: Phase | None = Field(default=None, description="Summary of the conditions: Pending, "
                                 "Suspended, Running, Succeeded or Failed.")
     conditions: ConditionList = Field(default_factory=list,
                                       description="Running, Suspended, Succeeded, Failed.")
-    observed_generation: int | None = Field(default=None,
-                                            description="Generation the status describes.")
     trials: TrialCounts | None = Field(default=None, description="Trials by state.")
     trials_text: str | None = Field(default=None,
                                     description="\"finished/maxTrials\" for printing.")
@@ -221,10 +215,6 @@ class TuneJobStatus(StatusModel):
                                           description="Trials on the Pareto front.")
     promoted_train_job: str | None = Field(default=None,
                                            description="The final TrainJob, once created.")
-    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                   description="When the search last started (resumed).")
-    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                        description="When the search succeeded or failed.")
 
 
 class TuneJob(StatusModel):

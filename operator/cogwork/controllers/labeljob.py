@@ -11,12 +11,10 @@ cogwork.dev/labeljob=<job>; their changes wake it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from cogwork import kube
 from cogwork.api import contract
@@ -49,7 +47,9 @@ async def labeljob_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> N
 async def labeljob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                            **_: Any) -> None:
     runtime.object_event(CONTROLLER, type, namespace, name, body,
-                         lambda latest: reconcile_once(namespace, name, latest))
+                         lambda latest: runtime.validated_pass(
+                             LABELJOB_RESOURCE, LabelJob, namespace, name, latest,
+                             lambda snapshot, job: reconcile_once(namespace, name, snapshot, job)))
 
 
 @kopf.on.event(GROUP, VERSION, TRAINJOB_RESOURCE.plural,  # type: ignore[arg-type]
@@ -78,13 +78,9 @@ async def resolve(job: LabelJob, namespace: str) -> tuple[ModelResolution, Retra
     return resolve_model(job, trainjob), Retraining(trainjob, retrains)
 
 
-async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> float | None:
+async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], job: LabelJob
+                         ) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
-    snapshot = dict(body)
-    try:
-        job = LabelJob.model_validate(snapshot)
-    except ValidationError as err:
-        return await runtime.report_invalid(LABELJOB_RESOURCE, namespace, name, snapshot, err)
     pods = PODS.get(namespace, name)
     model, retraining = await resolve(job, namespace)
     actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings(),

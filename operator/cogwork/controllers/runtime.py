@@ -14,10 +14,10 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cogwork import kube, metrics
 from cogwork.api.common import CustomResource
@@ -307,6 +307,23 @@ def invalid_message(err: ValidationError) -> str:
 def _is_model_name(part: object) -> bool:
     # Unions and validators add a location part per member ("function-after[...]", "int").
     return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool"))
+
+
+JobT = TypeVar("JobT", bound=BaseModel)
+
+
+async def validated_pass(resource: CustomResource, model: type[JobT], namespace: str, name: str,
+                         body: Mapping[str, Any],
+                         one_pass: Callable[[dict[str, Any], JobT], Awaitable[float | None]]
+                         ) -> float | None:
+    """Parse the newest body as `model` and run `one_pass(snapshot, job)` on it; a spec only
+    the operator can tell is invalid becomes the InvalidSpec condition instead."""
+    snapshot = dict(body)
+    try:
+        job = model.model_validate(snapshot)
+    except ValidationError as err:
+        return await report_invalid(resource, namespace, name, snapshot, err)
+    return await one_pass(snapshot, job)
 
 
 async def report_invalid(resource: CustomResource, namespace: str, name: str,

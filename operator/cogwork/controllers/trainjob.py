@@ -9,12 +9,10 @@ wakes on its own schedule, so a missed watch event delays a pass, never loses it
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from cogwork import kube
 from cogwork.api import contract
@@ -49,16 +47,14 @@ async def pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
 async def trainjob_changed(type: str | None, namespace: str, name: str, body: kopf.Body,
                            **_: Any) -> None:
     runtime.object_event(CONTROLLER, type, namespace, name, body,
-                         lambda latest: reconcile_once(namespace, name, latest))
+                         lambda latest: runtime.validated_pass(
+                             TRAINJOB_RESOURCE, TrainJob, namespace, name, latest,
+                             lambda snapshot, job: reconcile_once(namespace, name, snapshot, job)))
 
 
-async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any]) -> float | None:
+async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], job: TrainJob
+                         ) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
-    snapshot = dict(body)
-    try:
-        job = TrainJob.model_validate(snapshot)
-    except ValidationError as err:
-        return await runtime.report_invalid(TRAINJOB_RESOURCE, namespace, name, snapshot, err)
     data = await resolve_data(job, namespace)
     if data.waiting is not None:
         return await wait_for_data(namespace, name, snapshot, job, data.waiting)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from cogwork import kube
 from cogwork.api.common import GROUP, VERSION
@@ -42,18 +40,16 @@ async def tunejob_changed(type: str | None, namespace: str, name: str, body: kop
     # Katib Experiments by TuneJob; Kopf fills it only if their CRD was served at start-up.
     experiments = kwargs.get("tunejob_experiments")
     runtime.object_event(CONTROLLER, type, namespace, name, body,
-                         lambda latest: reconcile_once(namespace, name, latest, experiments))
+                         lambda latest: runtime.validated_pass(
+                             TUNEJOB_RESOURCE, TuneJob, namespace, name, latest,
+                             lambda snapshot, job: reconcile_once(namespace, name, snapshot, job,
+                                                                  experiments)))
 
 
-async def reconcile_once(namespace: str, name: str, body: Mapping[str, Any],
+async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], job: TuneJob,
                          experiments: tunejob_katib.ExperimentIndex | None = None
                          ) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
-    snapshot = dict(body)
-    try:
-        job = TuneJob.model_validate(snapshot)
-    except ValidationError as err:
-        return await runtime.report_invalid(TUNEJOB_RESOURCE, namespace, name, snapshot, err)
     if job.spec.engine == "katib":
         return await tunejob_katib.reconcile_once(namespace, name, snapshot, job, experiments)
     objective, pruner = job.spec.objective, job.spec.pruner
