@@ -23,14 +23,13 @@ from cogwork.plan.labeljob_steps import (
     Step,
     omp_threads,
 )
-from cogwork.plan.settings import RenderSettings
-from cogwork.plan.trainjob_render import (
+from cogwork.plan.pods import (
     CONTAINER_SECURITY_CONTEXT,
-    HOME_VOLUME,
-    POD_SECURITY_CONTEXT,
     READ_ONLY_CONTAINER_SECURITY_CONTEXT,
-    TMP_VOLUME,
+    hardened_pod,
+    scratch_volumes,
 )
+from cogwork.plan.settings import RenderSettings
 
 KIND = "LabelJob"
 LABEL_ROUND = "cogwork.dev/round"  # review round of a LabelJob pod
@@ -122,9 +121,9 @@ def _volumes(job: LabelJob, model: ModelRef) -> tuple[list[dict[str, Any]], list
         {"name": "output", "mountPath": OUTPUT_MOUNT},
     ]
     # The root filesystem is read-only: scratch space and HOME are emptyDirs.
-    volumes += [{"name": TMP_VOLUME, "emptyDir": {}}, {"name": HOME_VOLUME, "emptyDir": {}}]
-    mounts += [{"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
-               {"name": HOME_VOLUME, "mountPath": contract.HOME_DIR}]
+    scratch, scratch_mounts = scratch_volumes()
+    volumes += scratch
+    mounts += scratch_mounts
     if model.claim_name:
         volumes.append({"name": "model", "persistentVolumeClaim": {
             "claimName": model.claim_name, "readOnly": True}})
@@ -208,25 +207,12 @@ def step_pod(job: LabelJob, step: Step, model: ModelRef, settings: RenderSetting
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": dict(POD_SECURITY_CONTEXT),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if settings.service_account_name:
-        spec["serviceAccountName"] = settings.service_account_name
+    spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
     if step.image is not None:
         _on_user_image(job, step, settings, container, spec)
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": step_pod_name(job, step), "namespace": namespace,
-                     "labels": _labels(job, step),
-                     "annotations": {"kubectl.kubernetes.io/default-container": CONTAINER}},
-        "spec": spec,
-    }
+    return hardened_pod(step_pod_name(job, step), namespace, _labels(job, step),
+                        {"kubectl.kubernetes.io/default-container": CONTAINER}, spec,
+                        settings.service_account_name)
 
 
 def output_claim(job: LabelJob, settings: RenderSettings) -> dict[str, Any] | None:

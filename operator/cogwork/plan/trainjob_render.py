@@ -16,6 +16,13 @@ from cogwork.api import contract
 from cogwork.api.common import to_wire
 from cogwork.api.trainjob import TrainJob, TrainJobSpec
 from cogwork.api.trainjob_spec import PodTemplate
+from cogwork.plan.pods import (
+    CONTAINER_SECURITY_CONTEXT,
+    POD_SECURITY_CONTEXT,
+    READ_ONLY_CONTAINER_SECURITY_CONTEXT,
+    hardened_pod,
+    read_only_root_container,
+)
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import (
     RDZV_ROLE,
@@ -34,28 +41,6 @@ TRAINER_CONTAINER = "trainer"
 RDZV_CONTAINER = "rdzv"
 LAUNCHER_CONTAINER = "cogwork-launcher"
 LAUNCHER_VOLUME = "cogwork-launcher"
-NONROOT_UID = 65532  # distroless "nonroot"
-
-# PodSecurity "restricted": non-root, no privilege escalation, no capabilities, RuntimeDefault.
-POD_SECURITY_CONTEXT: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "runAsUser": NONROOT_UID,
-    "runAsGroup": NONROOT_UID,
-    "fsGroup": NONROOT_UID,  # checkpoint volumes writable by the non-root user
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-# Containers of the operator's own image (and user images that opt in): nothing but the
-# emptyDirs at contract.TMP_DIR and contract.HOME_DIR (and the pod's volumes) is writable.
-READ_ONLY_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    **CONTAINER_SECURITY_CONTEXT, "readOnlyRootFilesystem": True}
-TMP_VOLUME = "cogwork-tmp"
-HOME_VOLUME = "cogwork-home"
 DOWNWARD_ENV = (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name"),
                 ("POD_NAMESPACE", "metadata.namespace"))
 
@@ -155,17 +140,6 @@ def read_only_root(spec: TrainJobSpec, settings: RenderSettings) -> bool:
         template and template.read_only_root_filesystem)
 
 
-def _read_only_root(container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
-    """Make `container`'s root filesystem read-only, with emptyDirs at /tmp and HOME."""
-    container["securityContext"] = dict(READ_ONLY_CONTAINER_SECURITY_CONTEXT)
-    volumes += [{"name": TMP_VOLUME, "emptyDir": {}}, {"name": HOME_VOLUME, "emptyDir": {}}]
-    container.setdefault("volumeMounts", []).extend([
-        {"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
-        {"name": HOME_VOLUME, "mountPath": contract.HOME_DIR}])
-    if all(e["name"] != "HOME" for e in container["env"]):  # a HOME in spec.env wins
-        container["env"].append({"name": "HOME", "value": contract.HOME_DIR})
-
-
 def _container(name: str, role_def: specs.Role, job: TrainJob, *, downward: bool,
                resources: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -186,33 +160,17 @@ def _pod(job: TrainJob, settings: RenderSettings, name: str, labels: dict[str, s
     all_labels = {**labels, **{k: v for k, v in ((template.labels or {}) if template else {})
                                .items() if k not in labels}}
     all_annotations = {**annotations, **((template.annotations or {}) if template else {})}
-    metadata: dict[str, Any] = {"name": name, "namespace": job_namespace(job, settings),
-                                "labels": all_labels}
-    if all_annotations:
-        metadata["annotations"] = all_annotations
     service_account = (template.service_account_name if template else None) or \
         settings.service_account_name
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",  # the operator decides about restarts (failurePolicy)
-        "automountServiceAccountToken": False,  # training pods get no API access
-        "enableServiceLinks": False,  # no env var per Service in the namespace
-        "securityContext": dict(POD_SECURITY_CONTEXT),
-        **pod_spec,
-    }
-    if service_account:
-        spec["serviceAccountName"] = service_account
+    spec = dict(pod_spec)
     if template and template.priority_class_name:
         spec["priorityClassName"] = template.priority_class_name
     if template and template.scheduler_name:
         spec["schedulerName"] = template.scheduler_name
     if template and template.tolerations:
         spec["tolerations"] = [to_wire(t) for t in template.tolerations]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": spec,
-    }
+    return hardened_pod(name, job_namespace(job, settings), all_labels, all_annotations, spec,
+                        service_account)
 
 
 def _quantities(cpu: str, memory: str, gpu: int = 0) -> dict[str, Any]:
@@ -315,7 +273,7 @@ def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
     if template:
         _worker_template(template, pod_spec, container, volumes)
     if read_only_root(spec, settings):
-        _read_only_root(container, volumes)
+        read_only_root_container(container, volumes)
     if runs_user_image(spec, settings):
         pod_spec["initContainers"] = [launcher_init_container(job, settings)]
         volumes.append({"name": LAUNCHER_VOLUME, "emptyDir": {}})
@@ -337,7 +295,7 @@ def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None,
     container["ports"] = [{"name": "c10d", "containerPort": contract.RDZV_PORT,
                            "protocol": "TCP"}]
     volumes: list[dict[str, Any]] = []
-    _read_only_root(container, volumes)  # the store always runs the operator's image
+    read_only_root_container(container, volumes)  # the store always runs the operator's image
     # No nodeSelector: a CPU pod need not sit on the (GPU) nodes Kueue picked for workers.
     name = rdzv_name(job)
     return _pod(job, settings, name, child_labels(job, contract.ROLE_RDZV), {},
