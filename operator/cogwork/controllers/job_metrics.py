@@ -12,14 +12,17 @@ import kopf
 
 from cogwork import metrics
 from cogwork.api.common import GROUP, VERSION
+from cogwork.api.crdgen import RESOURCES
 
 
-@kopf.on.event(GROUP, VERSION, "trainjobs", param="TrainJob")
-@kopf.on.event(GROUP, VERSION, "tunejobs", param="TuneJob")
-@kopf.on.event(GROUP, VERSION, "labeljobs", param="LabelJob")  # type: ignore[arg-type]
 async def job_event(param: str, type: str | None, namespace: str, name: str,
                     body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
         metrics.JOB_TABLE.forget(param, namespace, name)
     else:
         metrics.JOB_TABLE.observe(param, namespace, name, body.get("status"))
+
+
+for _resource in RESOURCES:  # every kind, by the plural its resource declares
+    kopf.on.event(GROUP, VERSION, _resource.plural,
+                  param=_resource.kind)(job_event)  # type: ignore[arg-type]
