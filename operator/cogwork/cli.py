@@ -27,7 +27,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cogwork.local.runner import run_document
+    from cogwork.local.dispatch import run_document
 
     code = 0
     for doc in _load(args.file):

@@ -8,7 +8,7 @@ descriptions become `kubectl explain` text, `Field` constraints become OpenAPI c
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -52,6 +52,29 @@ class StatusModel(BaseModel):
         serialize_by_alias=True,
         extra="ignore",
     )
+
+
+def problem_message(problem: Mapping[str, Any]) -> str:
+    """One pydantic error as the user wrote the manifest: the field path (`spec.env[0].name`)
+    and the rule, without pydantic's prefixes ("Value error, ...") or the model names it adds
+    to a union member's path. A rule that names its field itself is not prefixed twice."""
+    path = ""
+    for part in problem["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _is_model_name(part):
+            path += f".{part}" if path else str(part)
+    text = str(problem["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        text = text.removeprefix(prefix)
+    if not path or text.startswith(("spec.", "metadata.")):
+        return text
+    return f"{path}: {text}"
+
+
+def _is_model_name(part: object) -> bool:
+    # Unions and validators add a location part per member ("function-after[...]", "int").
+    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool"))
 
 
 def to_wire(model: BaseModel) -> dict[str, Any]:

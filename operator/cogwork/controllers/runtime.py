@@ -20,7 +20,7 @@ import kopf
 from pydantic import BaseModel, ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import CustomResource
+from cogwork.api.common import CustomResource, problem_message
 from cogwork.api.crdgen import RESOURCES
 from cogwork.controllers.config import OperatorConfig
 from cogwork.plan.lifecycle import Actions, ChildPatch, ChildRef, failed_status
@@ -286,27 +286,8 @@ async def _follow(key: tuple[str, str, str],
 
 
 def invalid_message(err: ValidationError) -> str:
-    """The first error as the user wrote the manifest: the field path (`spec.env[0].name`) and
-    the rule, without pydantic's prefixes ("Value error, ...") or the model names it adds to a
-    union member's path. A rule that names its field itself is not prefixed twice."""
-    first = err.errors()[0]
-    path = ""
-    for part in first["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif not _is_model_name(part):
-            path += f".{part}" if path else str(part)
-    text = str(first["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        text = text.removeprefix(prefix)
-    if not path or text.startswith(("spec.", "metadata.")):
-        return text
-    return f"{path}: {text}"
-
-
-def _is_model_name(part: object) -> bool:
-    # Unions and validators add a location part per member ("function-after[...]", "int").
-    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool"))
+    """The first problem, in the user's words (api.common.problem_message)."""
+    return problem_message(err.errors()[0])
 
 
 JobT = TypeVar("JobT", bound=BaseModel)

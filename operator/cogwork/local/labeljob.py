@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from cogwork.api.labeljob import LabelJob
-from cogwork.local.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, validation_message
+from cogwork.local.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, validation_message
 from cogwork.plan.labeljob_steps import (
     LABEL_STUDIO_KEY_ENV,
     Layout,
@@ -139,7 +139,7 @@ def _print_summary(job: LabelJob, summary: dict[str, Any], output: Path, out: Te
     print(f"outputs: {output}", file=out)
 
 
-def run_labeljob(doc: Mapping[str, Any], workdir: Path | None = None,
+def run_labeljob(doc: Mapping[str, Any], workdir: Path | None = None, *,
                  out: TextIO | None = None) -> int:
     """Run one LabelJob manifest locally; returns the process exit code."""
     out = out or sys.stdout

@@ -19,6 +19,7 @@ from torchx import specs
 
 from cogwork.api import contract
 from cogwork.api.trainjob import TrainJob
+from cogwork.local.processes import RUN_MARKER_ENV
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import RDZV_ROLE, WORKER_ROLE, build_app, role
 from cogwork.plan.trainjob_render import UNSET_UID, desired_node_count
@@ -99,14 +100,16 @@ def local_apps(job: TrainJob, *, workdir: Path, port: int, python: str,
     app = build_app(job, job_uid=uid, namespace=job.metadata.namespace or LOCAL_NAMESPACE,
                     settings=settings, endpoint=f"{LOOPBACK}:{port}", local_addr=LOOPBACK)
     store_role = role(app, RDZV_ROLE)
+    marker = {RUN_MARKER_ENV: str(workdir)}  # what this run's processes are known by
     store_role = dataclasses.replace(
         store_role,
         args=["-m", contract.RDZV_STORE_MODULE, "--host", LOOPBACK, "--port", str(port)],
         port_map={"c10d": port},
+        env={**store_role.env, **marker},
     )
     worker_role = role(app, WORKER_ROLE)
     nodes = desired_node_count(job.spec)
-    env = {**worker_role.env, **local_env(workdir)}
+    env = {**worker_role.env, **local_env(workdir), **marker}
     # The "image" is this Python environment: a script's `python` is this one, and args may
     # use $(VAR) as in a pod (e.g. --checkpoint-dir $(COGWORK_CHECKPOINT_DIR)).
     env["PATH"] = os.pathsep.join(p for p in (str(Path(python).parent), path) if p)

@@ -2,7 +2,10 @@
 
 torchrun starts its workers in new sessions (`start_new_session=True`), so stopping an agent's
 process group can leave a worker training; like a kubelet killing a pod's cgroup, we remember
-every descendant of this process and SIGKILL whatever outlives the graceful shutdown.
+every descendant of one run and SIGKILL whatever outlives the graceful shutdown. One run's
+descendants are the processes below this one that carry its marker in their environment
+(RUN_MARKER_ENV, inherited by every child): the trials of a local TuneJob run side by side in
+one process, and one trial's cleanup must not kill another's processes.
 """
 
 from __future__ import annotations
@@ -57,20 +60,36 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-class ProcessTracker:
-    """Remembers this process's descendants so that none survives `kill_leftovers`."""
+RUN_MARKER_ENV = "COGWORK_LOCAL_RUN"
 
-    def __init__(self) -> None:
+
+def carries(pid: int, marker: str) -> bool:
+    """Whether process `pid` has RUN_MARKER_ENV=`marker` in its environment."""
+    try:
+        environ = (Path("/proc") / str(pid) / "environ").read_bytes()
+    except OSError:  # gone, or not ours to read
+        return False
+    return f"{RUN_MARKER_ENV}={marker}".encode() in environ.split(b"\0")
+
+
+class ProcessTracker:
+    """Remembers one run's processes (descendants of this process that carry `marker`) so
+    that none survives `kill_leftovers`."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
         self.seen: set[int] = set()
 
     def snapshot(self) -> None:
-        self.seen |= descendants(os.getpid())
+        self.seen |= {pid for pid in descendants(os.getpid()) if carries(pid, self.marker)}
 
     def kill_leftovers(self) -> list[int]:
         """SIGKILL every remembered process still alive; returns their pids."""
         self.snapshot()
         killed = []
         for pid in sorted(self.seen):
+            if not carries(pid, self.marker):  # exited, and its pid may be another's now
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -3,7 +3,7 @@
 The operator's own pieces drive it: trials are observed as TrainJob-shaped dicts (status built
 from the trainer's progress reports with the operator's `status_patch`), the builtin engine
 proposes parameters, the TuneJob planner decides creates and status. Up to `parallelTrials`
-trials run at once, each through `cogwork.local.runner.run_trainjob` in its own work dir.
+trials run at once, each through `cogwork.local.trainjob.run_trainjob` in its own work dir.
 
 Local runs cannot stop a trial mid-way (there is no control file to write), so the pruner is
 not applied here: every trial trains to the end. The promoted TrainJob is written as a manifest
@@ -26,12 +26,12 @@ import yaml
 from pydantic import ValidationError
 
 from cogwork.api.common import rfc3339
-from cogwork.api.trainjob import TrainJob
 from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import Pruner
 from cogwork.local.console import parse_report
+from cogwork.local.exits import EXIT_FAILED, EXIT_INVALID, validation_message
 from cogwork.local.local_app import LOGS
-from cogwork.local.runner import EXIT_FAILED, EXIT_INVALID, run_trainjob, validation_message
+from cogwork.local.trainjob import run_trainjob
 from cogwork.plan.progress import status_patch
 from cogwork.plan.tunejob_observe import (
     LABEL_TUNEJOB,
@@ -104,7 +104,7 @@ def _validate(doc: Mapping[str, Any], out: TextIO) -> TuneJob | None:
     return job.model_copy(update={"spec": local_spec})
 
 
-def run_tunejob(doc: Mapping[str, Any], workdir: Path | None = None,
+def run_tunejob(doc: Mapping[str, Any], workdir: Path | None = None, *,
                 out: TextIO | None = None) -> int:
     """Run the search to the end; 0 when it succeeded."""
     out = out or sys.stdout
@@ -150,9 +150,8 @@ def run_tunejob(doc: Mapping[str, Any], workdir: Path | None = None,
 
 def _run_trial(manifest: dict[str, Any], trial_dir: Path) -> int:
     trial_dir.mkdir(parents=True, exist_ok=True)
-    job = TrainJob.model_validate(manifest)
     with (trial_dir / "run.log").open("w") as log:
-        return run_trainjob(job, trial_dir, out=log)
+        return run_trainjob(manifest, trial_dir, out=log)
 
 
 def _collect(bodies: dict[str, dict[str, Any]], running: dict[str, Future[int]],

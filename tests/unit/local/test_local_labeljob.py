@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cogwork.local.runner import run_document
+from cogwork.local.dispatch import run_document
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "labeljob-digits.yaml"
 

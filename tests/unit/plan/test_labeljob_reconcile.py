@@ -266,7 +266,7 @@ def test_trainjob_waits_for_the_labeljob_then_trains_on_its_dataset() -> None:
 def test_local_run_refuses_what_needs_a_cluster(tmp_path: Any) -> None:
     import io
 
-    from cogwork.local.runner import run_document
+    from cogwork.local.dispatch import run_document
 
     out = io.StringIO()
     doc = labeljob(seed=None).model_dump(mode="json", by_alias=True, exclude_none=True)

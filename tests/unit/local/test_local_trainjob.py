@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cogwork.local.dispatch import run_document
 from cogwork.local.processes import descendants
-from cogwork.local.runner import run_document
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -26,6 +26,7 @@ from torchx.specs import AppState, AppStatus, is_terminal
 
 from cogwork.api.trainjob import TrainJob
 from cogwork.local.console import evaluation_lines, parse_report, progress_line
+from cogwork.local.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, validation_message
 from cogwork.local.local_app import (
     CHECKPOINTS,
     LOGS,
@@ -42,45 +43,20 @@ from cogwork.plan.torchx_app import WORKER_ROLE, PlanError
 from cogwork.plan.trainjob_render import desired_node_count
 
 SCHEDULER = "local_cwd"  # torchx's local scheduler; images are ignored, this Python runs them
-EXIT_INVALID = 2
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 STORE_START_TIMEOUT_S = 60.0
 FAILURE_LOG_LINES = 25
 
 
-def validation_message(kind: str, error: ValidationError) -> str:
-    """One line per problem, each naming the field (`spec.nodes.min: ...`)."""
-    lines = [f"invalid {kind} manifest:"]
-    for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(document)"
-        lines.append(f"  {where}: {problem['msg']}")
-    return "\n".join(lines)
-
-
-def run_document(doc: Mapping[str, Any], workdir: Path | None = None,
+def run_trainjob(doc: Mapping[str, Any], workdir: Path | None = None, *,
                  out: TextIO | None = None) -> int:
-    """Run one manifest locally; returns the process exit code."""
+    """Run one TrainJob manifest locally; returns the process exit code."""
     out = out or sys.stdout
-    kind = doc.get("kind")
-    if kind == "TrainJob":
-        try:
-            job = TrainJob.model_validate(doc)
-        except ValidationError as e:
-            print(validation_message("TrainJob", e), file=out, flush=True)
-            return EXIT_INVALID
-        return run_trainjob(job, workdir, out=out)
-    if kind == "TuneJob":
-        from cogwork.local.tunejob import run_tunejob  # another kind's runner, loaded on demand
-
-        return int(run_tunejob(doc, workdir))
-    if kind == "LabelJob":
-        from cogwork.local.labeljob import run_labeljob  # another kind's runner, loaded on demand
-
-        return run_labeljob(doc, workdir, out=out)
-    print(f"cogwork run: cannot run kind {kind!r}; supported: TrainJob, TuneJob, LabelJob",
-          file=out, flush=True)
-    return EXIT_INVALID
+    try:
+        job = TrainJob.model_validate(doc)
+    except ValidationError as e:
+        print(validation_message("TrainJob", e), file=out, flush=True)
+        return EXIT_INVALID
+    return run_validated(job, workdir, out=out)
 
 
 @contextlib.contextmanager
@@ -105,8 +81,8 @@ def prepare_workdir(job: TrainJob, workdir: Path | None, nodes: int) -> Path:
     return root.resolve()
 
 
-def run_trainjob(job: TrainJob, workdir: Path | None = None, *, out: TextIO,
-                 poll_interval_s: float = 0.1) -> int:
+def run_validated(job: TrainJob, workdir: Path | None = None, *, out: TextIO,
+                  poll_interval_s: float = 0.1) -> int:
     """Run a validated TrainJob to completion with the local scheduler; Ctrl-C stops it all."""
     port = free_port(LOOPBACK)
     uid = job.metadata.uid or str(uuid.uuid4())  # a fresh rendezvous id, as a new object gets
@@ -124,7 +100,7 @@ def run_trainjob(job: TrainJob, workdir: Path | None = None, *, out: TextIO,
           f"process(es), rendezvous {LOOPBACK}:{port}", file=out)
     print(f"work dir: {root}  (checkpoints: {apps.checkpoint_dir}, logs: {root / LOGS})",
           file=out, flush=True)
-    tracker = ProcessTracker()
+    tracker = ProcessTracker(marker=str(root))
     with _signal_handlers_restored(), get_runner() as runner:
         try:
             return _run(runner, apps, root, tracker, out, poll_interval_s)
