@@ -19,12 +19,13 @@ def uncertainty(probs: np.ndarray, strategy: Strategy) -> np.ndarray:
     """Higher = more uncertain, one value per row of class probabilities."""
     p = np.asarray(probs, dtype=np.float64)
     if strategy == "leastConfidence":
-        return 1.0 - p.max(axis=1)
+        return np.asarray(1.0 - p.max(axis=1), dtype=np.float64)
     if strategy == "margin":
         top2 = np.partition(p, -2, axis=1)[:, -2:] if p.shape[1] > 1 else np.c_[0 * p, p]
-        return 1.0 - (top2[:, 1] - top2[:, 0])
+        return np.asarray(1.0 - (top2[:, 1] - top2[:, 0]), dtype=np.float64)
     if strategy == "entropy":
-        return -np.sum(np.where(p > 0, p * np.log(np.clip(p, 1e-300, None)), 0.0), axis=1)
+        return np.asarray(-np.sum(np.where(p > 0, p * np.log(np.clip(p, 1e-300, None)), 0.0),
+                                  axis=1), dtype=np.float64)
     raise ValueError(f"{strategy!r} is not an uncertainty strategy")
 
 
@@ -76,7 +77,7 @@ def select_batch(
         return np.sort(rng.choice(pool, size=k, replace=False))
     if strategy == "coreset":
         feats = probs if embeddings is None else embeddings
-        return pool[_k_center(np.asarray(feats)[pool], k, rng, labeled_embeddings)]
+        return np.asarray(pool[_k_center(np.asarray(feats)[pool], k, rng, labeled_embeddings)])
     scores = uncertainty(np.asarray(probs)[pool], strategy)
     tiebreak = rng.permutation(len(pool))
     order = np.lexsort((tiebreak, -scores))  # last key is primary: most uncertain first

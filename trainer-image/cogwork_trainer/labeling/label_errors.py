@@ -97,7 +97,8 @@ def find_issue_indices(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 def label_quality(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Self-confidence: the out-of-sample probability of the given label."""
-    return np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels]
+    return np.asarray(np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels],
+                      dtype=np.float64)
 
 
 def rank_label_issues(

@@ -84,7 +84,7 @@ class UserModel:
             raise ValueError(f"spec.model: {self.source} returned NaN or infinite values")
         if self.outputs == "logits":
             z = np.exp(rows - rows.max(axis=1, keepdims=True))
-            return z / z.sum(axis=1, keepdims=True)
+            return np.asarray(z / z.sum(axis=1, keepdims=True), dtype=np.float64)
         if len(rows) == 0:
             return rows
         sums = rows.sum(axis=1)
@@ -95,7 +95,7 @@ class UserModel:
             raise ValueError(f"spec.model.outputs is probabilities, but {self.source} returned "
                              f"{found}: are these logits (the default)?")
         rows = np.clip(rows, 0.0, None)
-        return rows / rows.sum(axis=1, keepdims=True)
+        return np.asarray(rows / rows.sum(axis=1, keepdims=True), dtype=np.float64)
 
     def predict_proba(self, x_raw: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities (float32, rows sum to 1), one row per sample of `x_raw`."""
@@ -136,7 +136,9 @@ def load_torchscript(path: str, outputs: str = "logits") -> UserModel:
     try:
         with warnings.catch_warnings():  # torch 2.x deprecates TorchScript, it still loads
             warnings.simplefilter("ignore", FutureWarning)
-            net = torch.jit.load(_model_file(path), map_location=where)
+            # torch.jit.load has no annotations in torch's sources.
+            net = torch.jit.load(_model_file(path),  # type: ignore[no-untyped-call]
+                                 map_location=where)
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"spec.model.path: {path} is not a TorchScript file (torch.jit.save, "
                          f"spec.model.format torchscript): {' '.join(str(e).split())[:80]}"
