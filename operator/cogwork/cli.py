@@ -17,11 +17,21 @@ def _load(path: str) -> list[dict[str, Any]]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from cogwork.plan.render import render_document
+    from pydantic import ValidationError
+
+    from cogwork.local.exits import EXIT_INVALID, validation_message
+    from cogwork.local.render import render_document
 
     out: list[dict[str, Any]] = []
     for doc in _load(args.file):
-        out.extend(render_document(doc))
+        try:
+            out.extend(render_document(doc))
+        except ValidationError as err:
+            print(validation_message(str(doc.get("kind")), err), file=sys.stderr)
+            return EXIT_INVALID
+        except ValueError as err:
+            print(f"cogwork render: {err}", file=sys.stderr)
+            return EXIT_INVALID
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False))
     return 0
 

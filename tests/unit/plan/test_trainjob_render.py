@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from cogwork.api import contract
 from cogwork.api.trainjob import DEFAULT_IMAGE, TrainJob
-from cogwork.plan.render import render_document, render_manifests
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob_render import (
     checkpoint_claim,
@@ -47,31 +46,6 @@ def container(pod: dict[str, Any]) -> dict[str, Any]:
 
 def env_of(pod: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(pod)["env"]}
-
-
-def test_render_manifests_creates_every_child_in_dependency_order() -> None:
-    objects = render_manifests(manifest(nodes={"min": 1, "max": 3, "count": 2}), SETTINGS)
-    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
-        ("Service", "digits"), ("PersistentVolumeClaim", "digits-ckpt"),
-        ("Pod", "digits-rdzv"), ("Pod", "digits-node-0"), ("Pod", "digits-node-1")]
-    assert {o["metadata"]["namespace"] for o in objects} == {"ml"}
-    assert all("ownerReferences" not in o["metadata"] for o in objects)
-    assert render_document is render_manifests
-
-
-def test_render_without_namespace_or_uid_uses_defaults() -> None:
-    doc = manifest()
-    doc["metadata"] = {"name": "digits"}
-    pods = [o for o in render_manifests(doc) if o["kind"] == "Pod"]
-    assert {p["metadata"]["namespace"] for p in pods} == {"default"}
-    assert "--rdzv-endpoint=digits-rdzv.digits.default.svc:29400" in container(pods[1])["command"]
-
-
-def test_render_rejects_other_kinds_and_invalid_specs() -> None:
-    with pytest.raises(ValueError, match="TuneJob"):
-        render_manifests({"kind": "TuneJob"})
-    with pytest.raises(ValueError, match=r"spec\.data is required"):
-        render_manifests(manifest(data=None))
 
 
 def test_render_children_takes_uid_namespace_and_node_indices() -> None:
