@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from collections.abc import Mapping
+from typing import Any, TextIO, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from cogwork.api.common import problem_message
 
@@ -17,3 +20,15 @@ def validation_message(kind: str, error: ValidationError) -> str:
     lines = [f"invalid {kind} manifest:"]
     lines += [f"  {problem_message(problem)}" for problem in error.errors()]
     return "\n".join(lines)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parsed(model: type[ModelT], doc: Mapping[str, Any], out: TextIO) -> ModelT | None:
+    """`doc` as `model`, or None after saying what is wrong with it."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        print(validation_message(model.__name__, e), file=out, flush=True)
+        return None

@@ -20,10 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import ValidationError
-
 from cogwork.api.labeljob import LabelJob
-from cogwork.local.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, validation_message
+from cogwork.local.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, parsed
 from cogwork.plan.labeljob_steps import (
     LABEL_STUDIO_KEY_ENV,
     Layout,
@@ -143,10 +141,8 @@ def run_labeljob(doc: Mapping[str, Any], workdir: Path | None = None, *,
                  out: TextIO | None = None) -> int:
     """Run one LabelJob manifest locally; returns the process exit code."""
     out = out or sys.stdout
-    try:
-        job = LabelJob.model_validate(doc)
-    except ValidationError as e:
-        print(validation_message("LabelJob", e), file=out, flush=True)
+    job = parsed(LabelJob, doc, out)
+    if job is None:
         return EXIT_INVALID
     problem = _local_problem(job)
     if problem:

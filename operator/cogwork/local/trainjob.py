@@ -19,14 +19,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import ValidationError
 from torchx.runner import Runner, get_runner
 from torchx.schedulers.local_scheduler import COMBINED_LOG, STDOUT_LOG, SignalException
 from torchx.specs import AppState, AppStatus, is_terminal
 
 from cogwork.api.trainjob import TrainJob
 from cogwork.local.console import evaluation_lines, parse_report, progress_line
-from cogwork.local.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, validation_message
+from cogwork.local.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, parsed
 from cogwork.local.local_app import (
     CHECKPOINTS,
     LOGS,
@@ -51,12 +50,8 @@ def run_trainjob(doc: Mapping[str, Any], workdir: Path | None = None, *,
                  out: TextIO | None = None) -> int:
     """Run one TrainJob manifest locally; returns the process exit code."""
     out = out or sys.stdout
-    try:
-        job = TrainJob.model_validate(doc)
-    except ValidationError as e:
-        print(validation_message("TrainJob", e), file=out, flush=True)
-        return EXIT_INVALID
-    return run_validated(job, workdir, out=out)
+    job = parsed(TrainJob, doc, out)
+    return EXIT_INVALID if job is None else run_validated(job, workdir, out=out)
 
 
 @contextlib.contextmanager

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from pydantic import ValidationError
 
 from cogwork.api.common import rfc3339
 from cogwork.api.tunejob import TuneJob
 from cogwork.api.tunejob_spec import Pruner
 from cogwork.local.console import parse_report
-from cogwork.local.exits import EXIT_FAILED, EXIT_INVALID, validation_message
+from cogwork.local.exits import EXIT_FAILED, EXIT_INVALID, parsed
 from cogwork.local.local_app import LOGS
 from cogwork.local.trainjob import run_trainjob
 from cogwork.plan.progress import status_patch
@@ -88,10 +87,8 @@ def _print_pareto(job: TuneJob, status: dict[str, Any], out: TextIO) -> None:
 
 
 def _validate(doc: Mapping[str, Any], out: TextIO) -> TuneJob | None:
-    try:
-        job = TuneJob.model_validate(doc)
-    except ValidationError as e:
-        print(validation_message("TuneJob", e), file=out, flush=True)
+    job = parsed(TuneJob, doc, out)
+    if job is None:
         return None
     if job.spec.engine != "builtin":
         print(f"cogwork run: spec.engine {job.spec.engine} needs a cluster; use builtin",
