@@ -1,10 +1,34 @@
-"""Names fixed by docs/pod-contract.md: labels, annotations, env, paths, audience.
-
-The operator, the report endpoint and the trainer all depend on these strings; change the
-contract page first, then here.
+"""The operator's side of docs/pod-contract.md: labels of children, reserved names, the report
+token's audience. What the pods read too (paths, annotations, env names, entry points, report
+route and events) is in cogwork_sdk.contract, defined once for both sides. Change the contract
+page first, then here.
 """
 
 from __future__ import annotations
+
+from cogwork_sdk import contract as pod_contract
+
+# moved: to cogwork_sdk.contract. Importable here only until plan/trainjob_render.py,
+# plan/trainjob_reconcile.py, plan/labeljob_render.py, plan/pods.py, api/trainjob_spec.py,
+# local/local_app.py and tests/unit/{plan/test_trainjob_render,local/test_local_app}.py take
+# them from there; new code imports cogwork_sdk.contract, and these lines then go.
+from cogwork_sdk.contract import ANNOTATION_CHECKPOINT_REQUEST as ANNOTATION_CHECKPOINT_REQUEST
+from cogwork_sdk.contract import ANNOTATION_STOP as ANNOTATION_STOP
+from cogwork_sdk.contract import CHECKPOINT_DIR as CHECKPOINT_DIR
+from cogwork_sdk.contract import CONTROL_DIR as CONTROL_DIR
+from cogwork_sdk.contract import CONTROL_FILE as CONTROL_FILE
+from cogwork_sdk.contract import DATA_DIR as DATA_DIR
+from cogwork_sdk.contract import HOME_DIR as HOME_DIR
+from cogwork_sdk.contract import INSTALL_SDK_MODULE as INSTALL_SDK_MODULE
+from cogwork_sdk.contract import LAUNCHER_DIR as LAUNCHER_DIR
+from cogwork_sdk.contract import LAUNCHER_FILE as LAUNCHER_FILE
+from cogwork_sdk.contract import RDZV_PORT as RDZV_PORT
+from cogwork_sdk.contract import RDZV_STORE_MODULE as RDZV_STORE_MODULE
+from cogwork_sdk.contract import REPORT_TOKEN_DIR as REPORT_TOKEN_DIR
+from cogwork_sdk.contract import REPORT_TOKEN_FILE as REPORT_TOKEN_FILE
+from cogwork_sdk.contract import SHM_DIR as SHM_DIR
+from cogwork_sdk.contract import TMP_DIR as TMP_DIR
+from cogwork_sdk.contract import TRAIN_MODULE as TRAIN_MODULE
 
 # Labels on every child of a job.
 LABEL_JOB_NAME = "cogwork.dev/job-name"
@@ -17,44 +41,16 @@ ROLE_WORKER = "worker"
 # Prefix the operator owns on labels and annotations; user podTemplate keys may not use it.
 RESERVED_KEY_PREFIX = "cogwork.dev/"
 
-# Control annotations (operator -> ranks through the downward-API file).
-ANNOTATION_CHECKPOINT_REQUEST = "cogwork.dev/checkpoint-request"
-ANNOTATION_STOP = "cogwork.dev/stop"
-
 # Report endpoint authentication: projected ServiceAccount token with this audience.
 REPORT_AUDIENCE = "cogwork.dev/report"
 REPORT_TOKEN_EXPIRATION_SECONDS = 3600
 
-RDZV_PORT = 29400
-
-# Mount points inside training pods.
-CHECKPOINT_DIR = "/cogwork/checkpoints"
-DATA_DIR = "/cogwork/data"
-CONTROL_DIR = "/etc/cogwork/control"
-CONTROL_FILE = "annotations"
-REPORT_TOKEN_DIR = "/var/run/cogwork/report"
-REPORT_TOKEN_FILE = "token"
-SHM_DIR = "/dev/shm"
-# Where the launcher init container copies the SDK and its torch-only launcher (a bootstrap
-# LAUNCHER_FILE) for workers on user images.
-LAUNCHER_DIR = "/cogwork/launcher"
-LAUNCHER_FILE = "launch.py"
-
-# The trainer's entry points.
-TRAIN_MODULE = "cogwork_trainer.train"
-RDZV_STORE_MODULE = "cogwork_trainer.rdzv_store"
-# The SDK (its own distribution, sdk/; in the trainer image, and copied into user images' pods).
-LAUNCH_MODULE = "cogwork_sdk.launch"
-INSTALL_SDK_MODULE = "cogwork_sdk.install"
-# Worker env of script jobs: JSON list of regexes for zero-code stdout metrics (name, value).
-METRICS_FORMAT_ENV = "COGWORK_METRICS_FORMAT"
-
 # Env the operator injects outside the COGWORK_ namespace; user env may not use these names
 # (nor any COGWORK_ name).
 INJECTED_ENV_NAMES = (
-    "POD_IP",
-    "POD_NAME",
-    "POD_NAMESPACE",
+    pod_contract.ENV_POD_IP,
+    pod_contract.ENV_POD_NAME,
+    pod_contract.ENV_POD_NAMESPACE,
     "OMP_NUM_THREADS",
     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE",
     "PYTHONUNBUFFERED",
@@ -66,17 +62,12 @@ def is_reserved_env_name(name: str) -> bool:
     return name.startswith(RESERVED_ENV_PREFIX) or name in INJECTED_ENV_NAMES
 
 
-# Writable directories of a container whose root filesystem is read-only (the operator's own
-# image always; a user's image with spec.podTemplate.readOnlyRootFilesystem): two emptyDirs,
-# with HOME pointing at the second.
-TMP_DIR = "/tmp"
-HOME_DIR = "/cogwork/home"
-
 # What spec.podTemplate volumes and mounts may not take: the operator's volume names (and any
 # name starting with cogwork-), and its mount points with every path above or below them.
 OPERATOR_VOLUME_NAMES = ("dshm", "checkpoints", "control", "report-token", "data")
 RESERVED_VOLUME_PREFIX = "cogwork-"
-OPERATOR_MOUNT_ROOTS = (SHM_DIR, "/cogwork", "/etc/cogwork", "/var/run/cogwork", TMP_DIR)
+OPERATOR_MOUNT_ROOTS = (pod_contract.SHM_DIR, "/cogwork", "/etc/cogwork", "/var/run/cogwork",
+                        pod_contract.TMP_DIR)
 
 
 def is_operator_volume_name(name: str) -> bool:

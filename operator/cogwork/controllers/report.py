@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from cogwork_sdk import contract as pod_contract
 from pydantic import ValidationError
 
 from cogwork import kube, metrics
 from cogwork.api import contract
+from cogwork.api.trainjob import TRAINJOB_RESOURCE
 from cogwork.plan.progress import ProgressReport, status_patch
 
 log = logging.getLogger(__name__)
-AUDIENCE = "cogwork.dev/report"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
 MAX_BODY = 256 * 1024
@@ -54,7 +55,7 @@ class Authenticator:
 
     @staticmethod
     async def _review(token: str) -> Caller | None:
-        review = await kube.token_review(token, [AUDIENCE])
+        review = await kube.token_review(token, [contract.REPORT_AUDIENCE])
         if not review.get("authenticated"):
             return None
         user = review.get("user") or {}
@@ -104,11 +105,11 @@ def make_app(auth: Authenticator | None = None) -> web.Application:
         except (ValueError, ValidationError) as err:
             metrics.REPORTS.labels(result="invalid").inc()
             return web.json_response({"error": f"invalid report: {err}"}, status=400)
-        job = await kube.get_custom("trainjobs", namespace, name)
+        job = await kube.get_custom(TRAINJOB_RESOURCE.plural, namespace, name)
         if job is None:
             return web.json_response({"error": "no such TrainJob"}, status=404)
         patch = status_patch(job.get("status") or {}, parsed, _now())
-        await kube.patch_custom_status("trainjobs", namespace, name, patch)
+        await kube.patch_custom_status(TRAINJOB_RESOURCE.plural, namespace, name, patch)
         metrics.REPORTS.labels(result="accepted").inc()
         return web.json_response({"accepted": True})
 
@@ -116,7 +117,7 @@ def make_app(auth: Authenticator | None = None) -> web.Application:
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_post("/v1/namespaces/{namespace}/trainjobs/{name}/report", report)
+    app.router.add_post(pod_contract.REPORT_PATH, report)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cogwork_sdk import contract as pod_contract
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_HISTORY_POINTS = 10
@@ -23,8 +24,8 @@ class ProgressReport(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    event: str = Field(default="progress",
-                       pattern="^(progress|checkpoint|resumed|completed|stopped)$")
+    event: str = Field(default=pod_contract.EVENT_PROGRESS,
+                       pattern=f"^({'|'.join(pod_contract.REPORT_EVENTS)})$")
     progress_percentage: int | None = Field(default=None, alias="progressPercentage", ge=0, le=100)
     estimated_remaining_seconds: int | None = Field(
         default=None, alias="estimatedRemainingSeconds", ge=0
@@ -64,10 +65,10 @@ def status_patch(status: dict[str, Any], report: ProgressReport, now: str) -> di
     ):
         if value is not None:
             progress[key] = value
-    if report.event == "resumed" and report.resumed_from_step is not None:
+    if report.event == pod_contract.EVENT_RESUMED and report.resumed_from_step is not None:
         progress["resumedFromStep"] = report.resumed_from_step
         progress["resumedAt"] = now
-    if report.event == "completed":
+    if report.event == pod_contract.EVENT_COMPLETED:
         progress["progressPercentage"] = 100
         progress["estimatedRemainingSeconds"] = 0
     patch["progress"] = progress

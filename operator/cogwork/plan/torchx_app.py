@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from cogwork_sdk import contract as pod_contract
 from cogwork_sdk.stdout_metrics import DEFAULT_FORMATS
 from torchx import specs
 
@@ -33,9 +34,9 @@ RDZV_ROLE = "rdzv"
 # `exec`-style: the container's PID 1 is python running torchrun, wrapped so the pod exits with
 # the failing worker's exit code (see sdk/cogwork_sdk/launch.py). In the trainer image it is a
 # module; a user's image gets the same package from the launcher init container (torch-only).
-TORCHRUN = ("-m", contract.LAUNCH_MODULE)
-TORCHRUN_FROM_INIT = (f"{contract.LAUNCHER_DIR}/{contract.LAUNCHER_FILE}",)
-POD_IP_REF = "$(POD_IP)"  # expanded by the kubelet from the downward-API env var
+TORCHRUN = ("-m", pod_contract.LAUNCH_MODULE)
+TORCHRUN_FROM_INIT = (f"{pod_contract.LAUNCHER_DIR}/{pod_contract.LAUNCHER_FILE}",)
+POD_IP_REF = f"$({pod_contract.ENV_POD_IP})"  # the kubelet expands the downward-API var
 
 
 class PlanError(ValueError):
@@ -45,7 +46,7 @@ class PlanError(ValueError):
 def rdzv_endpoint(job_name: str, namespace: str, settings: RenderSettings) -> str:
     # The store pod's name under the job's headless Service: <job>-rdzv.<job>.<ns>.svc
     return (f"{job_name}-rdzv.{job_name}.{namespace}.{settings.service_domain}:"
-            f"{contract.RDZV_PORT}")
+            f"{pod_contract.RDZV_PORT}")
 
 
 def trainer_image(spec: TrainJobSpec, settings: RenderSettings) -> str:
@@ -102,11 +103,11 @@ def dataset_value(spec: TrainJobSpec, resolved: DataLocation | None = None) -> s
     location = _data_file(spec, resolved)
     if location is None:
         return None
-    return f"{contract.DATA_DIR}/{location.path}" if location.claim_name else location.path
+    return f"{pod_contract.DATA_DIR}/{location.path}" if location.claim_name else location.path
 
 
 def data_claim(spec: TrainJobSpec, resolved: DataLocation | None = None) -> str | None:
-    """The claim to mount read-only at contract.DATA_DIR, if the data lives in one."""
+    """The claim to mount read-only at pod_contract.DATA_DIR, if the data lives in one."""
     location = _data_file(spec, resolved)
     return location.claim_name if location else None
 
@@ -131,26 +132,27 @@ def contract_env(job: TrainJob, *, job_uid: str, namespace: str, settings: Rende
     """Every env var of the contract that is a plain value (POD_* come from the downward API)."""
     spec = job.spec
     env = {
-        "COGWORK_JOB_NAME": job.metadata.name,
-        "COGWORK_JOB_NAMESPACE": namespace,
-        "COGWORK_JOB_UID": job_uid,
-        "COGWORK_TASK": json.dumps(task_document(spec, resolved_data),
-                                   separators=(",", ":")),
-        "COGWORK_CHECKPOINT_DIR": contract.CHECKPOINT_DIR,
-        "COGWORK_CHECKPOINT_EVERY": str(spec.checkpoint.every_steps),
-        "COGWORK_CHECKPOINT_KEEP": str(spec.checkpoint.keep),
-        "COGWORK_CONTROL_DIR": contract.CONTROL_DIR,
-        "COGWORK_REPORT_URL": settings.report_url(namespace, job.metadata.name),
-        "COGWORK_REPORT_TOKEN_FILE": f"{contract.REPORT_TOKEN_DIR}/{contract.REPORT_TOKEN_FILE}",
-        "COGWORK_REPORT_CA": settings.report_ca_pem,
-        "COGWORK_BACKEND": backend(spec),
+        pod_contract.ENV_JOB_NAME: job.metadata.name,
+        pod_contract.ENV_JOB_NAMESPACE: namespace,
+        pod_contract.ENV_JOB_UID: job_uid,
+        pod_contract.ENV_TASK: json.dumps(task_document(spec, resolved_data),
+                                          separators=(",", ":")),
+        pod_contract.ENV_CHECKPOINT_DIR: pod_contract.CHECKPOINT_DIR,
+        pod_contract.ENV_CHECKPOINT_EVERY: str(spec.checkpoint.every_steps),
+        pod_contract.ENV_CHECKPOINT_KEEP: str(spec.checkpoint.keep),
+        pod_contract.ENV_CONTROL_DIR: pod_contract.CONTROL_DIR,
+        pod_contract.ENV_REPORT_URL: settings.report_url(namespace, job.metadata.name),
+        pod_contract.ENV_REPORT_TOKEN_FILE:
+            f"{pod_contract.REPORT_TOKEN_DIR}/{pod_contract.REPORT_TOKEN_FILE}",
+        pod_contract.ENV_REPORT_CA: settings.report_ca_pem,
+        pod_contract.ENV_BACKEND: backend(spec),
         "OMP_NUM_THREADS": str(omp_threads(spec)),
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",  # pytorch#135712: hangs in init_process_group
         "PYTHONUNBUFFERED": "1",
     }
     if spec.script is not None:
         formats = spec.script.metrics_format
-        env[contract.METRICS_FORMAT_ENV] = json.dumps(
+        env[pod_contract.ENV_METRICS_FORMAT] = json.dumps(
             list(DEFAULT_FORMATS) if formats is None else formats)
     env.update(settings.extra_env)
     # The API already rejects reserved names; this keeps a hand-built object from overriding us.
@@ -191,7 +193,7 @@ def torchrun_args(job: TrainJob, *, job_uid: str, endpoint: str,
     elif script is not None and script.module is not None and user_image:
         args += ["-m", script.module, *script.args]
     else:  # built-in task, or a user module run under the trainer's harness (COGWORK_TASK)
-        args += ["-m", contract.TRAIN_MODULE]
+        args += ["-m", pod_contract.TRAIN_MODULE]
     return args
 
 
@@ -224,11 +226,11 @@ def build_app(
         name=RDZV_ROLE,
         image=store_image(settings),
         entrypoint=settings.python,
-        args=["-m", contract.RDZV_STORE_MODULE, "--port", str(contract.RDZV_PORT)],
+        args=["-m", pod_contract.RDZV_STORE_MODULE, "--port", str(pod_contract.RDZV_PORT)],
         env={"PYTHONUNBUFFERED": "1"},
         num_replicas=1,
         resource=_resource(settings.rdzv_cpu, settings.rdzv_memory, 0),
-        port_map={"c10d": contract.RDZV_PORT},
+        port_map={"c10d": pod_contract.RDZV_PORT},
     )
     worker = specs.Role(
         name=WORKER_ROLE,
