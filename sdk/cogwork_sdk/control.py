@@ -12,13 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import contract
 from . import dist as cdist
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_REQUEST = "cogwork.dev/checkpoint-request"
-STOP = "cogwork.dev/stop"
-ANNOTATIONS_FILE = "annotations"
 
 _SIMPLE_ESCAPES = {
     "a": 0x07, "b": 0x08, "f": 0x0C, "n": 0x0A, "r": 0x0D, "t": 0x09, "v": 0x0B,
@@ -95,7 +92,7 @@ class Decision:
 
 class Control:
     def __init__(self, control_dir: str | None) -> None:
-        self.path = Path(control_dir) / ANNOTATIONS_FILE if control_dir else None
+        self.path = Path(control_dir) / contract.CONTROL_FILE if control_dir else None
         self.handled_token: str | None = None
 
     def read(self) -> tuple[str | None, bool]:
@@ -109,8 +106,8 @@ class Control:
         except OSError as e:  # mid-update by the kubelet: just look again at the next step
             log.debug("control: cannot read %s: %s", self.path, e)
             return None, False
-        token = annotations.get(CHECKPOINT_REQUEST) or None
-        stop = annotations.get(STOP, "").strip().lower() == "true"
+        token = annotations.get(contract.ANNOTATION_CHECKPOINT_REQUEST) or None
+        stop = annotations.get(contract.ANNOTATION_STOP, "").strip().lower() == "true"
         return token, stop
 
     def poll(self) -> Decision:

@@ -23,6 +23,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from . import contract
 from . import current as cogwork_session  # this process's Session
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class CogworkCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, **kwargs: Any) -> None:
         session = cogwork_session()
-        job_dir = os.environ.get("COGWORK_CHECKPOINT_DIR")
+        job_dir = os.environ.get(contract.ENV_CHECKPOINT_DIR)
         if job_dir and args.output_dir and not Path(args.output_dir).resolve().is_relative_to(
                 Path(job_dir).resolve()):
             log.warning("cogwork: output_dir %s is not under COGWORK_CHECKPOINT_DIR %s: a "

@@ -13,8 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import contract
+
 PACKAGE = Path(__file__).resolve().parent
-LAUNCHER = "launch.py"
 
 # The worker runs `python DIR/launch.py <torchrun args>`. It puts DIR first on sys.path and on
 # PYTHONPATH (kept, not replaced: the image's own PYTHONPATH still applies), so the workers
@@ -37,7 +38,7 @@ def install(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(PACKAGE, directory / PACKAGE.name, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    launcher = directory / LAUNCHER
+    launcher = directory / contract.LAUNCHER_FILE
     launcher.write_text(BOOTSTRAP)
     return launcher
 

@@ -31,11 +31,11 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
 from torch.distributed.run import main as torchrun_main
 
+from . import contract
 from .report import Reporter
 from .stdout_metrics import MetricLines, formats_from_env
 
 _close_rendezvous = DynamicRendezvousHandler.shutdown
-METRICS_FORMAT_ENV = "COGWORK_METRICS_FORMAT"
 
 
 def _shutdown_unless_failing(self: DynamicRendezvousHandler) -> bool:
@@ -77,7 +77,7 @@ class StdoutMetrics:
                 self._out.write(raw)
             if self.lines.feed(raw.decode("utf-8", errors="replace")):
                 epoch = self.lines.epoch
-                sent = self.reporter.emit("progress", force=epoch != self._last_epoch,
+                sent = self.reporter.emit(contract.EVENT_PROGRESS, force=epoch != self._last_epoch,
                                           **self.lines.report_fields())
                 self._last_epoch = epoch
                 self._unsent = not sent
@@ -89,24 +89,24 @@ class StdoutMetrics:
         os.dup2(self._out.fileno(), 1)
         self._thread.join(timeout_s)
         if self._unsent:
-            self.reporter.emit("progress", force=True, **self.lines.report_fields())
+            self.reporter.emit(contract.EVENT_PROGRESS, force=True, **self.lines.report_fields())
         self.reporter.close()
 
 
 def _stdout_metrics() -> StdoutMetrics | None:
-    value = os.environ.get(METRICS_FORMAT_ENV)
+    value = os.environ.get(contract.ENV_METRICS_FORMAT)
     if value is None:
         return None
     try:
         formats = formats_from_env(value)
     except (ValueError, TypeError, re.error) as e:  # checked at apply; never fail training
-        print(f"cogwork: ignoring {METRICS_FORMAT_ENV} ({e})", file=sys.stderr)
+        print(f"cogwork: ignoring {contract.ENV_METRICS_FORMAT} ({e})", file=sys.stderr)
         return None
     if not formats:
         return None  # an empty list turns zero-code metrics off
-    reporter = Reporter(os.environ.get("COGWORK_REPORT_URL"),
-                        os.environ.get("COGWORK_REPORT_TOKEN_FILE"),
-                        os.environ.get("COGWORK_REPORT_CA"),
+    reporter = Reporter(os.environ.get(contract.ENV_REPORT_URL),
+                        os.environ.get(contract.ENV_REPORT_TOKEN_FILE),
+                        os.environ.get(contract.ENV_REPORT_CA),
                         )  # without a URL (`cogwork run`) it prints COGWORK_PROGRESS lines
     return StdoutMetrics(MetricLines(formats), reporter)
 

@@ -18,12 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import contract
 from .sender import BackgroundSender
 
 log = logging.getLogger(__name__)
 
-PREFIX = "COGWORK_PROGRESS "
-EVENTS = ("progress", "checkpoint", "resumed", "completed", "stopped")
 RETRY_FOR_S = 60.0  # how long an important event is retried before it is given up
 
 
@@ -65,7 +64,8 @@ class Reporter(BackgroundSender):
                 self._ctx = ssl_context(ca)
             except (ssl.SSLError, OSError, ValueError) as e:
                 # A broken CA must not stop training; every POST will then fail verification.
-                log.warning("report: cannot load COGWORK_REPORT_CA (%s); using system CAs", e)
+                log.warning("report: cannot load %s (%s); using system CAs",
+                            contract.ENV_REPORT_CA, e)
                 self._ctx = ssl.create_default_context()
 
     @classmethod
@@ -83,20 +83,20 @@ class Reporter(BackgroundSender):
         """
         if not self.enabled:
             return False
-        if event not in EVENTS:
+        if event not in contract.REPORT_EVENTS:
             raise ValueError(f"unknown report event {event!r}")
         now = time.monotonic()
-        if event == "progress" and not force:
+        if event == contract.EVENT_PROGRESS and not force:
             if now - self._last_progress < self.min_interval_s:
                 return False
             if self.url and self.pending() >= self.max_pending_progress:
                 return False  # endpoint slower than training: drop, the next one supersedes it
-        if event == "progress":
+        if event == contract.EVENT_PROGRESS:
             self._last_progress = now
         payload = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
         if not self.url:
             out = self.stream or sys.stdout
-            out.write(PREFIX + json.dumps(payload, separators=(",", ":")) + "\n")
+            out.write(contract.PROGRESS_PREFIX + json.dumps(payload, separators=(",", ":")) + "\n")
             out.flush()
             return True
         self.submit(payload)
@@ -133,5 +133,5 @@ class Reporter(BackgroundSender):
 
     def _deliver(self, payload: dict[str, Any]) -> None:
         """POST once; retry with back-off what status depends on, within close()'s bound."""
-        important = payload["event"] != "progress"
+        important = payload["event"] != contract.EVENT_PROGRESS
         self.retry(lambda: self.post(payload) or not important or self._permanent, RETRY_FOR_S)

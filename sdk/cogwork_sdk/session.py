@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import dist
+from . import contract, dist
 from .control import Control, Decision
 from .progress import ProgressClock
 from .report import Reporter
@@ -39,12 +39,13 @@ def _metric_list(metrics: Mapping[str, Any] | None) -> list[dict[str, str]] | No
 class Session:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        self.checkpoint_dir = Path(env.get("COGWORK_CHECKPOINT_DIR") or LOCAL_CHECKPOINT_DIR)
-        self.checkpoint_every = int(env.get("COGWORK_CHECKPOINT_EVERY") or 0)
-        self.checkpoint_keep = max(1, int(env.get("COGWORK_CHECKPOINT_KEEP") or 3))
-        self.control = Control(env.get("COGWORK_CONTROL_DIR"))
-        self._report_args = (env.get("COGWORK_REPORT_URL"), env.get("COGWORK_REPORT_TOKEN_FILE"),
-                             env.get("COGWORK_REPORT_CA"))
+        self.checkpoint_dir = Path(env.get(contract.ENV_CHECKPOINT_DIR) or LOCAL_CHECKPOINT_DIR)
+        self.checkpoint_every = int(env.get(contract.ENV_CHECKPOINT_EVERY) or 0)
+        self.checkpoint_keep = max(1, int(env.get(contract.ENV_CHECKPOINT_KEEP) or 3))
+        self.control = Control(env.get(contract.ENV_CONTROL_DIR))
+        self._report_args = (env.get(contract.ENV_REPORT_URL),
+                             env.get(contract.ENV_REPORT_TOKEN_FILE),
+                             env.get(contract.ENV_REPORT_CA))
         self._reporter: Reporter | None = None
         self.clock = ProgressClock()
         self.total_steps: int | None = None
@@ -88,7 +89,7 @@ class Session:
         for item in _metric_list(metrics) or []:
             self.metrics[item["name"]] = item["value"]
         # A new epoch always goes out: a tuner prunes on per-epoch values.
-        self.reporter.emit("progress", force=force or new_epoch, **self._fields())
+        self.reporter.emit(contract.EVENT_PROGRESS, force=force or new_epoch, **self._fields())
 
     # -- the operator's requests (collective: every rank, same step) -------------------------
 
@@ -116,7 +117,7 @@ class Session:
         stop = self.poll(step).stop
         if stop and not self._stop_reported:
             self._stop_reported = True
-            self.reporter.emit("stopped", **self._fields())
+            self.reporter.emit(contract.EVENT_STOPPED, **self._fields())
         return stop
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class Session:
             tmp.write_text(json.dumps(record) + "\n")
             os.replace(tmp, self.checkpoint_dir / LATEST_FILE)
             self.control.mark_handled(token)
-            self.reporter.emit("checkpoint", checkpointRequest=token, **self._fields())
+            self.reporter.emit(contract.EVENT_CHECKPOINT, checkpointRequest=token, **self._fields())
 
     def _record(self) -> dict[str, Any]:
         try:
@@ -169,7 +170,7 @@ class Session:
         self.step = self.last_checkpoint_step = step
         if not self._resume_reported:
             self._resume_reported = True
-            self.reporter.emit("resumed", resumedFromStep=step, **self._fields())
+            self.reporter.emit(contract.EVENT_RESUMED, resumedFromStep=step, **self._fields())
 
     def save_checkpoint(self, state: Any, step: int) -> Path:
         """torch.save(state) as step-<step>.pt (rank 0, atomically), keep the newest

@@ -14,8 +14,8 @@ transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
 import cogwork_sdk  # noqa: E402
+from cogwork_sdk.contract import PROGRESS_PREFIX  # noqa: E402
 from cogwork_sdk.hf import CogworkCallback  # noqa: E402
-from cogwork_sdk.report import PREFIX  # noqa: E402
 from cogwork_sdk.session import LATEST_FILE  # noqa: E402
 from transformers import (  # noqa: E402
     BertConfig,
@@ -28,8 +28,8 @@ from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
 
 
 def reports(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len(PREFIX):]) for line in text.splitlines()
-            if line.startswith(PREFIX)]
+    return [json.loads(line[len(PROGRESS_PREFIX):]) for line in text.splitlines()
+            if line.startswith(PROGRESS_PREFIX)]
 
 
 def metrics(event: dict[str, Any]) -> dict[str, float]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cogwork_sdk import install
-from cogwork_sdk.report import PREFIX
+from cogwork_sdk.contract import LAUNCHER_FILE, PROGRESS_PREFIX
 from cogwork_sdk.stdout_metrics import DEFAULT_FORMATS
 
 WORKER = """
@@ -30,7 +30,7 @@ def launch(directory: Path, tmp_path: Path, **env: str) -> subprocess.CompletedP
     full_env.update(env)
     # -I: no PYTHONPATH of the test run; the bootstrap must put the copy first by itself.
     return subprocess.run(
-        [sys.executable, "-I", str(directory / install.LAUNCHER), "--standalone",
+        [sys.executable, "-I", str(directory / LAUNCHER_FILE), "--standalone",
          "--nnodes=1", "--nproc-per-node=1", "--monitor-interval=0.2", "--no-python",
          sys.executable, str(worker)],
         env=full_env, capture_output=True, text=True, timeout=120, check=False)
@@ -54,7 +54,8 @@ def test_installed_launcher_reports_stdout_metrics_and_workers_import_the_copy(
     lines = done.stdout.splitlines()
     assert f"sdk from {directory}" in lines  # the workers' PYTHONPATH starts with the copy
     assert "epoch=2 loss=0.25 val_accuracy=0.875" in lines  # passed through unchanged
-    reports = [json.loads(line[len(PREFIX):]) for line in lines if line.startswith(PREFIX)]
+    reports = [json.loads(line[len(PROGRESS_PREFIX):]) for line in lines
+               if line.startswith(PROGRESS_PREFIX)]
     assert [r["epoch"] for r in reports] == [1, 2]  # each new epoch goes out
     assert {m["name"]: m["value"] for m in reports[-1]["metrics"]} == {
         "loss": "0.25", "val_accuracy": "0.875"}
@@ -67,4 +68,4 @@ def test_launcher_without_metrics_format_reports_nothing_and_keeps_the_exit_code
     done = launch(directory, tmp_path, EXIT="7")
     assert done.returncode == 7
     assert "epoch=1 loss=0.5 val_accuracy=0.75" in done.stdout
-    assert PREFIX not in done.stdout
+    assert PROGRESS_PREFIX not in done.stdout

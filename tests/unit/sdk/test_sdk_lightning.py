@@ -14,16 +14,16 @@ pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
 import cogwork_sdk  # noqa: E402
+from cogwork_sdk.contract import PROGRESS_PREFIX  # noqa: E402
 from cogwork_sdk.lightning import CogworkCallback, last_checkpoint  # noqa: E402
-from cogwork_sdk.report import PREFIX  # noqa: E402
 from cogwork_sdk.session import LATEST_FILE  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 
 def reports(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len(PREFIX):]) for line in text.splitlines()
-            if line.startswith(PREFIX)]
+    return [json.loads(line[len(PROGRESS_PREFIX):]) for line in text.splitlines()
+            if line.startswith(PROGRESS_PREFIX)]
 
 
 def metrics(event: dict[str, Any]) -> dict[str, float]:

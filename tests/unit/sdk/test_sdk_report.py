@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cogwork_sdk.report import PREFIX, Reporter
+from cogwork_sdk.contract import PROGRESS_PREFIX
+from cogwork_sdk.report import Reporter
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -178,8 +179,8 @@ def test_local_mode_prints_parseable_lines() -> None:
     r.emit("progress", step=7, totalSteps=10, metrics=[{"name": "loss", "value": "0.5"}])
     r.close()
     line = out.getvalue().strip()
-    assert line.startswith(PREFIX)
-    assert json.loads(line[len(PREFIX):]) == {
+    assert line.startswith(PROGRESS_PREFIX)
+    assert json.loads(line[len(PROGRESS_PREFIX):]) == {
         "event": "progress", "step": 7, "totalSteps": 10,
         "metrics": [{"name": "loss", "value": "0.5"}]}
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 import torch
+from cogwork_sdk.contract import PROGRESS_PREFIX
 from cogwork_sdk.progress import ProgressClock
-from cogwork_sdk.report import PREFIX
 from cogwork_sdk.session import LATEST_FILE, Session
 from cogwork_sdk.stdout_metrics import DEFAULT_FORMATS, MetricLines, formats_from_env
 
 
 def reports(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len(PREFIX):]) for line in text.splitlines()
-            if line.startswith(PREFIX)]
+    return [json.loads(line[len(PROGRESS_PREFIX):]) for line in text.splitlines()
+            if line.startswith(PROGRESS_PREFIX)]
 
 
 @pytest.fixture

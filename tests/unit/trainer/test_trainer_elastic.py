@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from cogwork_sdk.report import PREFIX
+from cogwork_sdk.contract import PROGRESS_PREFIX
 from cogwork_trainer import train
 from cogwork_trainer.data import load_dataset
 from cogwork_trainer.models import load_model
@@ -53,7 +53,7 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 def events(log: Path) -> list[dict[str, Any]]:
     lines = log.read_text().splitlines() if log.exists() else []
-    return [json.loads(x[len(PREFIX):]) for x in lines if x.startswith(PREFIX)]
+    return [json.loads(x[len(PROGRESS_PREFIX):]) for x in lines if x.startswith(PROGRESS_PREFIX)]
 
 
 def wait_for(what: str, cond: Callable[[], bool], procs: list[subprocess.Popen[bytes]],
@@ -229,8 +229,8 @@ def test_kill_rank0_node_stop_and_resume_at_other_world_sizes(
         monkeypatch.delenv(k, raising=False)
     capsys.readouterr()
     assert train.main() == 0
-    ref_evs = [json.loads(x[len(PREFIX):]) for x in capsys.readouterr().out.splitlines()
-               if x.startswith(PREFIX)]
+    ref_evs = [json.loads(x[len(PROGRESS_PREFIX):]) for x in capsys.readouterr().out.splitlines()
+               if x.startswith(PROGRESS_PREFIX)]
     matrix, loss = outcome(evs_b)
     ref_matrix, ref_loss = outcome(ref_evs)
     assert matrix == ref_matrix
