@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cogwork_sdk import contract
+
 log = logging.getLogger(__name__)
 
 MODELS = ("mlp", "cnn")
@@ -70,7 +72,7 @@ class Config:
     report_token_file: str | None = None
     report_ca: str | None = None  # PEM text (or a path to a PEM file)
     backend: str = "gloo"
-    heartbeat_file: str = "/tmp/cogwork-heartbeat"
+    heartbeat_file: str = contract.HEARTBEAT_FILE
     collective_timeout_s: float = 60.0
     step_delay_s: float = 0.0  # demos/tests: slow each step down so jobs can be scaled mid-run
     job_name: str = ""
@@ -110,7 +112,7 @@ def _choice(raw: Any, key: str, choices: tuple[str, ...]) -> str:
 def parse_task(doc: Mapping[str, Any]) -> TaskConfig:
     unknown = sorted(set(doc) - _TASK_KEYS)
     if unknown:
-        log.warning("COGWORK_TASK: ignoring unknown keys %s", unknown)
+        log.warning("%s: ignoring unknown keys %s", contract.ENV_TASK, unknown)
     d = TaskConfig()
     lr = _float(doc.get("learningRate", d.learning_rate), "learningRate")
     test_fraction = _float(doc.get("testFraction", d.test_fraction), "testFraction")
@@ -147,10 +149,11 @@ def parse_script(doc: Any) -> ScriptConfig:
 
 
 def _backend(env: Mapping[str, str], cuda_available: bool) -> str:
-    requested = _choice(env.get("COGWORK_BACKEND", "gloo") or "gloo", "COGWORK_BACKEND", BACKENDS)
+    requested = _choice(env.get(contract.ENV_BACKEND, "gloo") or "gloo", contract.ENV_BACKEND,
+                        BACKENDS)
     if requested == "nccl" and not cuda_available:
         # A GPU pod whose device plugin failed should still say why, not hang in NCCL init.
-        log.warning("COGWORK_BACKEND=nccl but CUDA is not available; using gloo")
+        log.warning("%s=nccl but CUDA is not available; using gloo", contract.ENV_BACKEND)
         return "gloo"
     return requested
 
@@ -162,13 +165,13 @@ def from_env(env: Mapping[str, str] | None = None, cuda_available: bool | None =
 
         cuda_available = torch.cuda.is_available()
 
-    raw_task = env.get("COGWORK_TASK", "").strip()
+    raw_task = env.get(contract.ENV_TASK, "").strip()
     try:
         doc = json.loads(raw_task) if raw_task else {}
     except json.JSONDecodeError as e:
-        raise ConfigError(f"COGWORK_TASK is not JSON: {e}") from e
+        raise ConfigError(f"{contract.ENV_TASK} is not JSON: {e}") from e
     if not isinstance(doc, dict):
-        raise ConfigError("COGWORK_TASK must be a JSON object")
+        raise ConfigError(f"{contract.ENV_TASK} must be a JSON object")
     task: TaskConfig | None = None
     script: ScriptConfig | None = None
     if "script" in doc:
@@ -176,9 +179,9 @@ def from_env(env: Mapping[str, str] | None = None, cuda_available: bool | None =
     else:
         task = parse_task(doc)
 
-    checkpoint_dir = env.get("COGWORK_CHECKPOINT_DIR", "").strip()
+    checkpoint_dir = env.get(contract.ENV_CHECKPOINT_DIR, "").strip()
     if not checkpoint_dir:
-        raise ConfigError("COGWORK_CHECKPOINT_DIR is not set")
+        raise ConfigError(f"{contract.ENV_CHECKPOINT_DIR} is not set")
 
     def opt(name: str) -> str | None:
         value = env.get(name, "").strip()
@@ -188,19 +191,19 @@ def from_env(env: Mapping[str, str] | None = None, cuda_available: bool | None =
         task=task,
         script=script,
         checkpoint_dir=checkpoint_dir,
-        checkpoint_every=_int(env.get("COGWORK_CHECKPOINT_EVERY", "0") or "0",
-                              "COGWORK_CHECKPOINT_EVERY", 0),
-        checkpoint_keep=_int(env.get("COGWORK_CHECKPOINT_KEEP", "2") or "2",
-                             "COGWORK_CHECKPOINT_KEEP", 1),
-        control_dir=opt("COGWORK_CONTROL_DIR"),
-        report_url=opt("COGWORK_REPORT_URL"),
-        report_token_file=opt("COGWORK_REPORT_TOKEN_FILE"),
-        report_ca=opt("COGWORK_REPORT_CA"),
+        checkpoint_every=_int(env.get(contract.ENV_CHECKPOINT_EVERY, "0") or "0",
+                              contract.ENV_CHECKPOINT_EVERY, 0),
+        checkpoint_keep=_int(env.get(contract.ENV_CHECKPOINT_KEEP, "2") or "2",
+                             contract.ENV_CHECKPOINT_KEEP, 1),
+        control_dir=opt(contract.ENV_CONTROL_DIR),
+        report_url=opt(contract.ENV_REPORT_URL),
+        report_token_file=opt(contract.ENV_REPORT_TOKEN_FILE),
+        report_ca=opt(contract.ENV_REPORT_CA),
         backend=_backend(env, cuda_available),
-        heartbeat_file=opt("COGWORK_HEARTBEAT_FILE") or "/tmp/cogwork-heartbeat",
-        collective_timeout_s=_float(env.get("COGWORK_COLLECTIVE_TIMEOUT", "60") or "60",
-                                    "COGWORK_COLLECTIVE_TIMEOUT"),
-        step_delay_s=_float(env.get("COGWORK_STEP_DELAY_SECONDS", "0") or "0",
-                            "COGWORK_STEP_DELAY_SECONDS"),
-        job_name=env.get("COGWORK_JOB_NAME", ""),
+        heartbeat_file=opt(contract.ENV_HEARTBEAT_FILE) or contract.HEARTBEAT_FILE,
+        collective_timeout_s=_float(env.get(contract.ENV_COLLECTIVE_TIMEOUT, "60") or "60",
+                                    contract.ENV_COLLECTIVE_TIMEOUT),
+        step_delay_s=_float(env.get(contract.ENV_STEP_DELAY_SECONDS, "0") or "0",
+                            contract.ENV_STEP_DELAY_SECONDS),
+        job_name=env.get(contract.ENV_JOB_NAME, ""),
     )

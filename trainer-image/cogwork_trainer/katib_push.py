@@ -21,11 +21,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from cogwork_sdk import contract
 from cogwork_sdk.sender import BackgroundSender
 
 log = logging.getLogger(__name__)
 
-ENV_TRIAL_NAME = "KATIB_TRIAL_NAME"  # injected by Katib's pod webhook (Push collector)
 ENV_ADDRESS = "KATIB_DB_MANAGER_ADDRESS"  # host:port; users set it in the trial template's env
 DEFAULT_ADDRESS = "katib-db-manager.kubeflow:6789"  # the katib SDK's default
 METHOD = "/api.v1.beta1.DBManager/ReportObservationLog"
@@ -108,10 +108,11 @@ class KatibPusher(BackgroundSender):
     ) -> KatibPusher | None:
         """A pusher when this is a Katib trial (KATIB_TRIAL_NAME set) and `enabled`, else None."""
         env = os.environ if env is None else env
-        trial = env.get(ENV_TRIAL_NAME, "").strip()
+        trial = env.get(contract.ENV_KATIB_TRIAL_NAME, "").strip()
         if not enabled or not trial:
             return None
-        namespace = env.get("POD_NAMESPACE", "") or env.get("COGWORK_JOB_NAMESPACE", "")
+        namespace = (env.get(contract.ENV_POD_NAMESPACE, "")
+                     or env.get(contract.ENV_JOB_NAMESPACE, ""))
         address = env.get(ENV_ADDRESS, "").strip() or DEFAULT_ADDRESS
         log.info("katib: pushing metrics of trial %s to %s",
                  f"{namespace}/{trial}" if namespace else trial, address)

@@ -16,6 +16,7 @@ from datetime import timedelta
 from types import FrameType
 
 import torch.distributed as dist
+from cogwork_sdk import contract
 
 log = logging.getLogger("cogwork_trainer.rdzv_store")
 
@@ -42,7 +43,7 @@ def serve(host: str, port: int, ready: threading.Event | None = None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=29400)
+    parser.add_argument("--port", type=int, default=contract.RDZV_PORT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 

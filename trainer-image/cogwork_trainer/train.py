@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from cogwork_sdk import contract
 from cogwork_sdk.control import Control
 from cogwork_sdk.progress import ProgressClock
 from cogwork_sdk.report import Reporter
@@ -164,7 +165,8 @@ class Trainer:
         self.resumed_from = self.last_saved_step = restored.step
         log.info("resumed from step %d (epoch %d, %d samples into it) at world size %d",
                  restored.step, restored.epoch, restored.samples_consumed, self.world)
-        self.reporter.emit("resumed", resumedFromStep=restored.step, **self._progress_fields())
+        self.reporter.emit(contract.EVENT_RESUMED, resumedFromStep=restored.step,
+                           **self._progress_fields())
 
     def save(self) -> int:
         """Checkpoint the current step (collective) unless it is already on disk."""
@@ -209,7 +211,7 @@ class Trainer:
         self.state.samples_consumed = 0
         log.info("epoch %d/%d: loss %s val_accuracy %s", self.state.epoch, self.task.epochs,
                  self.last_loss, self.last_val_accuracy)
-        self.reporter.emit("progress", force=True, **self._progress_fields())
+        self.reporter.emit(contract.EVENT_PROGRESS, force=True, **self._progress_fields())
         self.push_to_katib()  # once per epoch: the reports in between repeat these values
 
     def handle_control(self) -> bool:
@@ -221,11 +223,11 @@ class Trainer:
         if decision.checkpoint:
             self.control.mark_handled(decision.token)
             log.info("checkpoint request %r: saved step %d", decision.token, step)
-            self.reporter.emit("checkpoint", checkpointRequest=decision.token,
+            self.reporter.emit(contract.EVENT_CHECKPOINT, checkpointRequest=decision.token,
                                **self._progress_fields())
         if decision.stop:
             log.info("stop requested: checkpoint at step %d, exiting", step)
-            self.reporter.emit("stopped", **self._progress_fields())
+            self.reporter.emit(contract.EVENT_STOPPED, **self._progress_fields())
         return decision.stop
 
     def run(self) -> int:
@@ -276,7 +278,7 @@ class Trainer:
                 self.save()
             self.heartbeat.beat(st.step)
             if self.reporter.progress_due():
-                self.reporter.emit("progress", **self._progress_fields())
+                self.reporter.emit(contract.EVENT_PROGRESS, **self._progress_fields())
             if self.cfg.step_delay_s:
                 time.sleep(self.cfg.step_delay_s)
 
@@ -299,7 +301,7 @@ class Trainer:
                          evaluation["accuracy"], evaluation["macroF1"])
                 fields = self._progress_fields()
                 fields["estimatedRemainingSeconds"] = 0
-                self.reporter.emit("completed", evaluation=evaluation, **fields)
+                self.reporter.emit(contract.EVENT_COMPLETED, evaluation=evaluation, **fields)
                 self.push_to_katib(final=True, accuracy=evaluation["accuracy"],
                                    macroF1=evaluation["macroF1"])
         self.heartbeat.beat(self.state.step, force=True)

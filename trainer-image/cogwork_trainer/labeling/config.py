@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogwork_sdk import contract
+
 from .active import STRATEGIES, Strategy
 
-ENV = "COGWORK_LABELJOB"
 MODEL_FORMATS = ("cogwork", "torchscript", "export")
 MODEL_OUTPUTS = ("logits", "probabilities")
 
@@ -197,13 +198,13 @@ def parse(doc: Mapping[str, Any]) -> LabelConfig:
 
 def from_env(env: Mapping[str, str] | None = None) -> LabelConfig:
     env = os.environ if env is None else env
-    raw = env.get(ENV, "").strip()
+    raw = env.get(contract.ENV_LABELJOB, "").strip()
     if not raw:
-        raise LabelConfigError(f"{ENV} is not set")
+        raise LabelConfigError(f"{contract.ENV_LABELJOB} is not set")
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise LabelConfigError(f"{ENV} is not JSON: {e}") from e
+        raise LabelConfigError(f"{contract.ENV_LABELJOB} is not JSON: {e}") from e
     if not isinstance(doc, dict):
-        raise LabelConfigError(f"{ENV} must be a JSON object")
+        raise LabelConfigError(f"{contract.ENV_LABELJOB} must be a JSON object")
     return parse(doc)

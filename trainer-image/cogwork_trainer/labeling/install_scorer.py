@@ -3,10 +3,12 @@
 A LabelJob with spec.model.entrypoint scores in the user's image (spec.model.image), which has
 python, numpy, torch and the user's code but nothing of Cogwork. This copies the score step,
 `cogwork_trainer.labeling.prelabel` with every module of this package it imports (found by
-reading their import statements; numpy, torch and the standard library only), into
-DIR/cogwork_trainer, plus a bootstrap DIR/run.py. The score container mounts DIR (an emptyDir)
+reading their import statements; numpy, torch and the standard library only) and the modules
+of cogwork_sdk they import (the shared pod contract), into DIR/cogwork_trainer and
+DIR/cogwork_sdk, plus a bootstrap DIR/run.py. The score container mounts DIR (an emptyDir)
 and runs `python DIR/run.py -m cogwork_trainer.labeling.prelabel score ...`: the same code as
-in the labeling image, with nothing installed in the user's. Imports only the standard library.
+in the labeling image, with nothing installed in the user's. Imports only the standard
+library (and cogwork_sdk, to find it).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import cogwork_sdk
+
 PACKAGE = "cogwork_trainer"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../cogwork_trainer
+# The packages whose modules are copied: this one and the SDK it shares with the operator.
+PACKAGE_DIRS = {PACKAGE: PACKAGE_DIR, "cogwork_sdk": Path(cogwork_sdk.__file__).resolve().parent}
 ENTRY = f"{PACKAGE}.labeling.prelabel"
 BOOTSTRAP_FILE = "run.py"
 
@@ -40,11 +46,11 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def _file(module: str) -> Path | None:
-    """The source file of a module of this package; None when it is not one."""
+    """The source file of a module of a copied package; None when it is not one."""
     parts = module.split(".")
-    if parts[0] != PACKAGE:
+    if parts[0] not in PACKAGE_DIRS:
         return None
-    base = PACKAGE_DIR.joinpath(*parts[1:])
+    base = PACKAGE_DIRS[parts[0]].joinpath(*parts[1:])
     for candidate in (base / "__init__.py", base.with_suffix(".py")):
         if candidate.is_file():
             return candidate
@@ -89,8 +95,9 @@ def closure(entry: str = ENTRY) -> dict[str, Path]:
 
 def install(directory: Path) -> Path:
     """Copy the score step into `directory`; returns the bootstrap's path."""
-    for path in closure().values():
-        target = directory / PACKAGE / path.relative_to(PACKAGE_DIR)
+    for module, path in closure().items():
+        package = module.split(".")[0]
+        target = directory / package / path.relative_to(PACKAGE_DIRS[package])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     bootstrap = directory / BOOTSTRAP_FILE
