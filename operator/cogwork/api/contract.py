@@ -8,28 +8,6 @@ from __future__ import annotations
 
 from cogwork_sdk import contract as pod_contract
 
-# moved: to cogwork_sdk.contract. Importable here only until plan/trainjob_render.py,
-# plan/trainjob_reconcile.py, plan/labeljob_render.py, plan/pods.py, api/trainjob_spec.py,
-# local/local_app.py and tests/unit/{plan/test_trainjob_render,local/test_local_app}.py take
-# them from there; new code imports cogwork_sdk.contract, and these lines then go.
-from cogwork_sdk.contract import ANNOTATION_CHECKPOINT_REQUEST as ANNOTATION_CHECKPOINT_REQUEST
-from cogwork_sdk.contract import ANNOTATION_STOP as ANNOTATION_STOP
-from cogwork_sdk.contract import CHECKPOINT_DIR as CHECKPOINT_DIR
-from cogwork_sdk.contract import CONTROL_DIR as CONTROL_DIR
-from cogwork_sdk.contract import CONTROL_FILE as CONTROL_FILE
-from cogwork_sdk.contract import DATA_DIR as DATA_DIR
-from cogwork_sdk.contract import HOME_DIR as HOME_DIR
-from cogwork_sdk.contract import INSTALL_SDK_MODULE as INSTALL_SDK_MODULE
-from cogwork_sdk.contract import LAUNCHER_DIR as LAUNCHER_DIR
-from cogwork_sdk.contract import LAUNCHER_FILE as LAUNCHER_FILE
-from cogwork_sdk.contract import RDZV_PORT as RDZV_PORT
-from cogwork_sdk.contract import RDZV_STORE_MODULE as RDZV_STORE_MODULE
-from cogwork_sdk.contract import REPORT_TOKEN_DIR as REPORT_TOKEN_DIR
-from cogwork_sdk.contract import REPORT_TOKEN_FILE as REPORT_TOKEN_FILE
-from cogwork_sdk.contract import SHM_DIR as SHM_DIR
-from cogwork_sdk.contract import TMP_DIR as TMP_DIR
-from cogwork_sdk.contract import TRAIN_MODULE as TRAIN_MODULE
-
 # Labels on every child of a job.
 LABEL_JOB_NAME = "cogwork.dev/job-name"
 LABEL_KIND = "cogwork.dev/kind"

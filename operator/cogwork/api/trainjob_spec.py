@@ -10,6 +10,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
+from cogwork_sdk import contract as pod_contract
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cogwork.api import contract
@@ -123,10 +124,10 @@ class DataSpec(SpecModel):
     path: str | None = Field(
         default=None, min_length=1, max_length=4096, pattern=r"\.npz$",
         description="An .npz file with arrays x and y. Relative to the claim's mount "
-                    f"({contract.DATA_DIR}) when claimName is set, else a path in the image.")
+                    f"({pod_contract.DATA_DIR}) when claimName is set, else a path in the image.")
     claim_name: DnsName | None = Field(
         default=None, description="Existing PersistentVolumeClaim holding `path`, mounted "
-                                  f"read-only at {contract.DATA_DIR}.")
+                                  f"read-only at {pod_contract.DATA_DIR}.")
     from_label_job: DnsName | None = Field(
         default=None, description="Name of a LabelJob in the same namespace whose labeled "
                                   "dataset to train on (resolved by the operator).")
@@ -715,8 +716,8 @@ class PodTemplate(SpecModel):
                                   "refused.")
     read_only_root_filesystem: bool | None = Field(
         default=None, description="Run a user image's trainer container with a read-only root "
-                                  f"filesystem, writable {contract.TMP_DIR} and HOME "
-                                  f"({contract.HOME_DIR}). Default false; the trainer image "
+                                  f"filesystem, writable {pod_contract.TMP_DIR} and HOME "
+                                  f"({pod_contract.HOME_DIR}). Default false; the trainer image "
                                   "always runs this way.")
     host_network: bool | None = _refused_flag(HOST_FLAGS["host_network"], "Refused when true.")
     host_pid: bool | None = Field(

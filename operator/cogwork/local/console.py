@@ -10,11 +10,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from cogwork_sdk import contract as pod_contract
 from pydantic import ValidationError
 
 from cogwork.plan.progress import ProgressReport
 
-PROGRESS_PREFIX = "COGWORK_PROGRESS "
+PROGRESS_PREFIX = pod_contract.PROGRESS_PREFIX
 
 
 def parse_report(line: str) -> ProgressReport | None:

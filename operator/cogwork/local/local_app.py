@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cogwork_sdk import contract as pod_contract
 from torchx import specs
 
-from cogwork.api import contract
 from cogwork.api.trainjob import TrainJob
 from cogwork.local.processes import RUN_MARKER_ENV
 from cogwork.plan.settings import RenderSettings
@@ -69,15 +69,15 @@ def local_env(workdir: Path) -> dict[str, str]:
     """Contract env that points at Kubernetes things, replaced by their local equivalents."""
     node_dir = workdir / NODES / str(specs.macros.replica_id)
     return {
-        "COGWORK_CHECKPOINT_DIR": str(workdir / CHECKPOINTS),
+        pod_contract.ENV_CHECKPOINT_DIR: str(workdir / CHECKPOINTS),
         # No operator writes control annotations here; unset, the ranks skip the per-step poll.
-        "COGWORK_CONTROL_DIR": "",
+        pod_contract.ENV_CONTROL_DIR: "",
         # No report endpoint: rank 0 prints `COGWORK_PROGRESS {json}` lines that we parse.
-        "COGWORK_REPORT_URL": "",
-        "COGWORK_REPORT_TOKEN_FILE": "",
-        "COGWORK_REPORT_CA": "",
+        pod_contract.ENV_REPORT_URL: "",
+        pod_contract.ENV_REPORT_TOKEN_FILE: "",
+        pod_contract.ENV_REPORT_CA: "",
         # One heartbeat per node, as each pod has its own /tmp.
-        "COGWORK_HEARTBEAT_FILE": str(node_dir / "heartbeat"),
+        pod_contract.ENV_HEARTBEAT_FILE: str(node_dir / "heartbeat"),
     }
 
 
@@ -103,7 +103,7 @@ def local_apps(job: TrainJob, *, workdir: Path, port: int, python: str,
     marker = {RUN_MARKER_ENV: str(workdir)}  # what this run's processes are known by
     store_role = dataclasses.replace(
         store_role,
-        args=["-m", contract.RDZV_STORE_MODULE, "--host", LOOPBACK, "--port", str(port)],
+        args=["-m", pod_contract.RDZV_STORE_MODULE, "--host", LOOPBACK, "--port", str(port)],
         port_map={"c10d": port},
         env={**store_role.env, **marker},
     )

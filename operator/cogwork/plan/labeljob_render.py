@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cogwork_sdk import contract as pod_contract
+
 from cogwork.api import contract
 from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import DEFAULT_IMAGE
@@ -75,7 +77,7 @@ def step_pod_name(job: LabelJob, step: Step) -> str:
 
 def pod_layout(job: LabelJob) -> Layout:
     return Layout(output_dir=f"{OUTPUT_MOUNT}/{output_path(job)}",
-                  data_dir=contract.DATA_DIR if job.spec.pool.claim_name else None)
+                  data_dir=pod_contract.DATA_DIR if job.spec.pool.claim_name else None)
 
 
 def pod_model(path: str, claim_name: str | None, version: str, model_format: str = "cogwork"
@@ -117,7 +119,7 @@ def _volumes(job: LabelJob, model: ModelRef) -> tuple[list[dict[str, Any]], list
         {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(job)}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": contract.SHM_DIR},
+        {"name": "dshm", "mountPath": pod_contract.SHM_DIR},
         {"name": "output", "mountPath": OUTPUT_MOUNT},
     ]
     # The root filesystem is read-only: scratch space and HOME are emptyDirs.
@@ -131,7 +133,7 @@ def _volumes(job: LabelJob, model: ModelRef) -> tuple[list[dict[str, Any]], list
     if job.spec.pool.claim_name:
         volumes.append({"name": "data", "persistentVolumeClaim": {
             "claimName": job.spec.pool.claim_name, "readOnly": True}})
-        mounts.append({"name": "data", "mountPath": contract.DATA_DIR, "readOnly": True})
+        mounts.append({"name": "data", "mountPath": pod_contract.DATA_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -142,11 +144,11 @@ def _env(job: LabelJob, step: Step, namespace: str, settings: RenderSettings
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
     plain = {
-        "COGWORK_JOB_NAME": job.metadata.name,
-        "COGWORK_JOB_NAMESPACE": namespace,
+        pod_contract.ENV_JOB_NAME: job.metadata.name,
+        pod_contract.ENV_JOB_NAMESPACE: namespace,
         "OMP_NUM_THREADS": str(omp_threads(job.spec.inference.cpu)),
         "PYTHONUNBUFFERED": "1",
-        "HOME": contract.HOME_DIR,  # writable (an emptyDir): the root filesystem is not
+        "HOME": pod_contract.HOME_DIR,  # writable (an emptyDir): the root filesystem is not
         **settings.extra_env,
         **step.env,
     }

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cogwork_sdk import contract as pod_contract
+
 from cogwork.api.common import parse_quantity, to_wire
 from cogwork.api.labeljob import LabelJob
 
@@ -28,7 +30,7 @@ REVIEW_MODULE = "cogwork_trainer.labeling.review"
 # `python -m` into a directory: how a score pod on the user's image (spec.model.image) gets it.
 INSTALL_SCORER_MODULE = "cogwork_trainer.labeling.install_scorer"
 SCORER_BOOTSTRAP = "run.py"  # `python DIR/run.py -m MODULE ARGS...`, DIR first on sys.path
-CONFIG_ENV = "COGWORK_LABELJOB"  # the steps' configuration (cogwork_trainer.labeling.config)
+CONFIG_ENV = pod_contract.ENV_LABELJOB  # the steps' configuration (cogwork_trainer.labeling.config)
 # Where the summary travels to the operator: the container's termination message (<= 4 KiB).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"

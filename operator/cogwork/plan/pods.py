@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cogwork.api import contract
+from cogwork_sdk import contract as pod_contract
 
 NONROOT_UID = 65532  # distroless "nonroot"
 
@@ -25,7 +25,7 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 # Containers of the operator's own image (and user images that opt in): nothing but the
-# emptyDirs at contract.TMP_DIR and contract.HOME_DIR (and the pod's volumes) is writable.
+# emptyDirs at pod_contract.TMP_DIR and pod_contract.HOME_DIR (and the pod's volumes) is writable.
 READ_ONLY_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     **CONTAINER_SECURITY_CONTEXT, "readOnlyRootFilesystem": True}
 TMP_VOLUME = "cogwork-tmp"
@@ -35,8 +35,8 @@ HOME_VOLUME = "cogwork-home"
 def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): the emptyDirs a read-only root filesystem needs, /tmp and HOME."""
     return ([{"name": TMP_VOLUME, "emptyDir": {}}, {"name": HOME_VOLUME, "emptyDir": {}}],
-            [{"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
-             {"name": HOME_VOLUME, "mountPath": contract.HOME_DIR}])
+            [{"name": TMP_VOLUME, "mountPath": pod_contract.TMP_DIR},
+             {"name": HOME_VOLUME, "mountPath": pod_contract.HOME_DIR}])
 
 
 def read_only_root_container(container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
@@ -47,7 +47,7 @@ def read_only_root_container(container: dict[str, Any], volumes: list[dict[str, 
     volumes += scratch
     container.setdefault("volumeMounts", []).extend(mounts)
     if all(e["name"] != "HOME" for e in container["env"]):
-        container["env"].append({"name": "HOME", "value": contract.HOME_DIR})
+        container["env"].append({"name": "HOME", "value": pod_contract.HOME_DIR})
 
 
 def hardened_pod(name: str, namespace: str, labels: dict[str, str],

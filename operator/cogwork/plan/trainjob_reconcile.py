@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from cogwork_sdk import contract as pod_contract
+
 from cogwork.api import contract
 from cogwork.api.common import is_condition_true, parse_rfc3339, rfc3339
 from cogwork.api.trainjob import TrainJob
@@ -225,7 +227,7 @@ class _Pass(Lifecycle[TrainJob]):
                 token=token, acknowledged=False, time=rfc3339(self.now)))
             for pod in self.workers.values():
                 if not pod.deleting:
-                    self.annotate(pod.name, {contract.ANNOTATION_CHECKPOINT_REQUEST: token})
+                    self.annotate(pod.name, {pod_contract.ANNOTATION_CHECKPOINT_REQUEST: token})
             self.event("CheckpointRequested", f"scaling down to {want} node(s): checkpoint first")
             self.out.requeue_after = 1.0
             return
@@ -244,8 +246,8 @@ class _Pass(Lifecycle[TrainJob]):
         if not self.spec.stop:
             return
         for pod in self.workers.values():
-            if not pod.deleting and pod.annotations.get(contract.ANNOTATION_STOP) != "true":
-                self.annotate(pod.name, {contract.ANNOTATION_STOP: "true"})
+            if not pod.deleting and pod.annotations.get(pod_contract.ANNOTATION_STOP) != "true":
+                self.annotate(pod.name, {pod_contract.ANNOTATION_STOP: "true"})
 
     def ensure_dependencies(self) -> None:
         """Services and the checkpoint claim: created before pods; 409 if they exist."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from cogwork_sdk import contract as pod_contract
 from torchx import specs
 
 from cogwork.api import contract
@@ -100,7 +101,7 @@ def desired_node_count(spec: TrainJobSpec) -> int:
 
 def control_annotations(job: TrainJob) -> dict[str, str]:
     """Annotations new worker pods start with; the ranks read them via the downward API."""
-    return {contract.ANNOTATION_STOP: "true"} if job.spec.stop else {}
+    return {pod_contract.ANNOTATION_STOP: "true"} if job.spec.stop else {}
 
 
 # ---- pods ------------------------------------------------------------------------------------
@@ -192,23 +193,24 @@ def _worker_volumes(job: TrainJob, resolved_data: DataLocation | None
         {"name": "checkpoints",
          "persistentVolumeClaim": {"claimName": checkpoint_claim_name(job)}},
         {"name": "control", "downwardAPI": {"items": [
-            {"path": contract.CONTROL_FILE, "fieldRef": {"fieldPath": "metadata.annotations"}}]}},
+            {"path": pod_contract.CONTROL_FILE,
+             "fieldRef": {"fieldPath": "metadata.annotations"}}]}},
         {"name": "report-token", "projected": {"sources": [{"serviceAccountToken": {
             "audience": contract.REPORT_AUDIENCE,
             "expirationSeconds": contract.REPORT_TOKEN_EXPIRATION_SECONDS,
-            "path": contract.REPORT_TOKEN_FILE}}]}},
+            "path": pod_contract.REPORT_TOKEN_FILE}}]}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": contract.SHM_DIR},
-        {"name": "checkpoints", "mountPath": contract.CHECKPOINT_DIR},
-        {"name": "control", "mountPath": contract.CONTROL_DIR, "readOnly": True},
-        {"name": "report-token", "mountPath": contract.REPORT_TOKEN_DIR, "readOnly": True},
+        {"name": "dshm", "mountPath": pod_contract.SHM_DIR},
+        {"name": "checkpoints", "mountPath": pod_contract.CHECKPOINT_DIR},
+        {"name": "control", "mountPath": pod_contract.CONTROL_DIR, "readOnly": True},
+        {"name": "report-token", "mountPath": pod_contract.REPORT_TOKEN_DIR, "readOnly": True},
     ]
     claim = data_claim(job.spec, resolved_data)
     if claim is not None:
         volumes.append({"name": "data",
                         "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mounts.append({"name": "data", "mountPath": contract.DATA_DIR, "readOnly": True})
+        mounts.append({"name": "data", "mountPath": pod_contract.DATA_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -242,11 +244,11 @@ def launcher_init_container(job: TrainJob, settings: RenderSettings) -> dict[str
         "name": LAUNCHER_CONTAINER,
         "image": store_image(settings),
         "imagePullPolicy": job.spec.image_pull_policy,
-        "command": [settings.python, "-m", contract.INSTALL_SDK_MODULE,
-                    contract.LAUNCHER_DIR],
+        "command": [settings.python, "-m", pod_contract.INSTALL_SDK_MODULE,
+                    pod_contract.LAUNCHER_DIR],
         "resources": _quantities(settings.rdzv_cpu, settings.rdzv_memory),
         "securityContext": dict(READ_ONLY_CONTAINER_SECURITY_CONTEXT),  # our image
-        "volumeMounts": [{"name": LAUNCHER_VOLUME, "mountPath": contract.LAUNCHER_DIR}],
+        "volumeMounts": [{"name": LAUNCHER_VOLUME, "mountPath": pod_contract.LAUNCHER_DIR}],
     }
 
 
@@ -278,7 +280,7 @@ def worker_pod(job: TrainJob, index: int, settings: RenderSettings, *,
         pod_spec["initContainers"] = [launcher_init_container(job, settings)]
         volumes.append({"name": LAUNCHER_VOLUME, "emptyDir": {}})
         container["volumeMounts"].append({"name": LAUNCHER_VOLUME,
-                                          "mountPath": contract.LAUNCHER_DIR, "readOnly": True})
+                                          "mountPath": pod_contract.LAUNCHER_DIR, "readOnly": True})
     annotations = {"kubectl.kubernetes.io/default-container": TRAINER_CONTAINER,
                    **control_annotations(job)}
     return _pod(job, settings, name, child_labels(job, contract.ROLE_WORKER, index),
@@ -292,7 +294,7 @@ def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None,
     rdzv_role = role(app, RDZV_ROLE)
     container = _container(RDZV_CONTAINER, rdzv_role, job, downward=False,
                            resources=_quantities(settings.rdzv_cpu, settings.rdzv_memory))
-    container["ports"] = [{"name": "c10d", "containerPort": contract.RDZV_PORT,
+    container["ports"] = [{"name": "c10d", "containerPort": pod_contract.RDZV_PORT,
                            "protocol": "TCP"}]
     volumes: list[dict[str, Any]] = []
     read_only_root_container(container, volumes)  # the store always runs the operator's image
@@ -308,7 +310,7 @@ def rendezvous_pod(job: TrainJob, settings: RenderSettings, *, app: Any = None,
 def job_service(job: TrainJob, settings: RenderSettings) -> dict[str, Any]:
     """Service `<job>`, headless, over all the job's pods: each pod's hostname.<job>.<ns>.svc
     resolves, the store's included (the rendezvous endpoint), so one Service serves both."""
-    port = {"name": "c10d", "port": contract.RDZV_PORT, "targetPort": contract.RDZV_PORT,
+    port = {"name": "c10d", "port": pod_contract.RDZV_PORT, "targetPort": pod_contract.RDZV_PORT,
             "protocol": "TCP"}
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": job_service_name(job), "namespace": job_namespace(job, settings),

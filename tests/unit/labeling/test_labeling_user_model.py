@@ -221,6 +221,7 @@ def test_scorer_copies_only_numpy_torch_and_stdlib_code(tmp_path: Path) -> None:
     assert "cogwork_trainer/labeling/prelabel.py" in copied
     assert "cogwork_trainer/labeling/user_model.py" in copied
     assert "cogwork_trainer/labeling/merge.py" not in copied  # only what scoring imports
+    assert "cogwork_sdk/contract.py" in copied  # the shared pod contract the config reads
     for path in tmp_path.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
@@ -230,7 +231,12 @@ def test_scorer_copies_only_numpy_torch_and_stdlib_code(tmp_path: Path) -> None:
                 top = name.split(".")[0]
                 if top == "sklearn":  # pool.py: only a bundled dataset, never in a user image
                     continue
-                assert top in ALLOWED or top == "cogwork_trainer", f"{path}: imports {name}"
+                if top in ("cogwork_trainer", "cogwork_sdk"):  # copied along, or it fails
+                    base = tmp_path.joinpath(*name.split("."))
+                    assert (base.with_suffix(".py").is_file()
+                            or (base / "__init__.py").is_file()), f"{path}: {name} not copied"
+                    continue
+                assert top in ALLOWED, f"{path}: imports {name}"
 
 
 def test_entrypoint_scores_in_a_bare_image_through_the_copied_scorer(tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cogwork.api import contract
 from cogwork.api.trainjob import TrainJob
 from cogwork.local.console import evaluation_lines, parse_report, progress_line
 from cogwork.local.local_app import LocalPlanError, local_apps
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import WORKER_ROLE, build_app, role
+from cogwork_sdk import contract
 from torchx.specs import macros
 
 UID = "0b7c4a52-0000-4000-8000-00000000beef"

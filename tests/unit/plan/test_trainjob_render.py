@@ -20,6 +20,7 @@ from cogwork.plan.trainjob_render import (
     worker_pod,
     worker_selector,
 )
+from cogwork_sdk import contract as pod_contract
 
 UID = "6f1c2d9e-0000-4000-8000-000000000001"
 SETTINGS = RenderSettings(report_base_url="https://10.0.0.1:8443")
@@ -240,13 +241,13 @@ def test_user_image_gets_the_launcher_from_an_init_container() -> None:
     main = container(pod)
     (init,) = pod["spec"]["initContainers"]
     assert main["image"] == USER_IMAGE and init["image"] == DEFAULT_IMAGE
-    assert init["command"] == ["python", "-m", contract.INSTALL_SDK_MODULE,
-                               contract.LAUNCHER_DIR]
+    assert init["command"] == ["python", "-m", pod_contract.INSTALL_SDK_MODULE,
+                               pod_contract.LAUNCHER_DIR]
     assert init["securityContext"]["allowPrivilegeEscalation"] is False
-    launcher = f"{contract.LAUNCHER_DIR}/{contract.LAUNCHER_FILE}"
+    launcher = f"{pod_contract.LAUNCHER_DIR}/{pod_contract.LAUNCHER_FILE}"
     assert main["command"][:2] == ["python", launcher]
     assert main["command"][-4:] == ["python", "train.py", "--epochs", "2"]
-    mount = next(m for m in main["volumeMounts"] if m["mountPath"] == contract.LAUNCHER_DIR)
+    mount = next(m for m in main["volumeMounts"] if m["mountPath"] == pod_contract.LAUNCHER_DIR)
     assert mount["readOnly"] is True
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
     assert volume == {"name": mount["name"], "emptyDir": {}}
@@ -256,7 +257,7 @@ def test_user_image_runs_a_module_directly() -> None:
     job = make_job(image=USER_IMAGE, task=None, script={"module": "team.train", "args": ["-v"]})
     command = container(worker_pod(job, 0, SETTINGS))["command"]
     assert command[-3:] == ["-m", "team.train", "-v"]
-    assert contract.TRAIN_MODULE not in command
+    assert pod_contract.TRAIN_MODULE not in command
 
 
 def test_trainer_image_needs_no_init_container() -> None:
