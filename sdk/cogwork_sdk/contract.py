@@ -36,6 +36,19 @@ HOME_DIR = "/cogwork/home"
 # The trainer's liveness file unless ENV_HEARTBEAT_FILE names another.
 HEARTBEAT_FILE = f"{TMP_DIR}/cogwork-heartbeat"
 
+# The container's termination message (Kubernetes' default terminationMessagePath): a rank that
+# ends the run for a reason the operator reports writes one line there, which the kubelet puts
+# in the pod's status (state.terminated.message). ENV_TERMINATION_MESSAGE_FILE overrides it.
+TERMINATION_MESSAGE_FILE = "/dev/termination-log"
+
+# -- exit codes of the trainer container (the launcher passes a worker's code on) -------------
+
+# The training loss became NaN or infinite (spec.task/script.failOnNonFiniteLoss, default on):
+# the operator fails the job with reason NonFiniteLoss and restarts nothing; the launcher does
+# not restart the worker group either (a restart from the checkpoint would diverge again).
+EXIT_NON_FINITE_LOSS = 86
+REASON_NON_FINITE_LOSS = "NonFiniteLoss"
+
 # -- the rendezvous store (a c10d TCPStore in its own pod) and the entry points ---------------
 
 RDZV_PORT = 29400
@@ -68,6 +81,7 @@ ENV_BACKEND = "COGWORK_BACKEND"
 ENV_HEARTBEAT_FILE = "COGWORK_HEARTBEAT_FILE"
 ENV_COLLECTIVE_TIMEOUT = "COGWORK_COLLECTIVE_TIMEOUT"
 ENV_STEP_DELAY_SECONDS = "COGWORK_STEP_DELAY_SECONDS"
+ENV_TERMINATION_MESSAGE_FILE = "COGWORK_TERMINATION_MESSAGE_FILE"
 # Script jobs: JSON list of regexes for zero-code stdout metrics (name, value).
 ENV_METRICS_FORMAT = "COGWORK_METRICS_FORMAT"
 # LabelJob steps: their configuration, JSON in the LabelJob spec's shape.

@@ -6,6 +6,7 @@ a pydantic validator (`cogwork run` and `cogwork render` reject the same objects
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -25,6 +26,41 @@ from cogwork.api.common import (
 
 MAX_NODES = 1000
 
+# A decimal string whose integer part is not zero and whose exponent is at least 309 is above
+# the largest double (about 1.8e308): "1e999" would become inf in the trainer.
+OVERFLOWS_PATTERN = (r"^[-+]?0*[1-9][0-9]*([.][0-9]*)?[eE][+]?0*"
+                     r"(309|3[1-9][0-9]|[4-9][0-9][0-9]|[1-9][0-9][0-9][0-9]+)$")
+
+
+def finite_message(path: str = "") -> str:
+    return f"{path} must be a finite number" if path else "must be a finite number"
+
+
+def cel_finite(value: str = "self") -> str:
+    """CEL that is true when the decimal string `value` fits in a double. The regex settles
+    the usual overflows ("1e999") as a plain rule failure; CEL's double() fails on any other
+    (e.g. "0.01e311"), which the apiserver refuses too, quoting the rule's message."""
+    return (f"!{value}.matches('{OVERFLOWS_PATTERN}') && "
+            f"double({value}) <= 1.7976931348623157e308")
+
+
+def finite_rule(path: str = "") -> dict[str, str]:
+    return cel(cel_finite(), finite_message(path))
+
+
+def is_finite_decimal(text: str) -> bool:
+    """What cel_finite accepts, for the pydantic side (Python's float() and CEL's double()
+    round alike: both give up on exactly the strings whose double would be infinite)."""
+    return math.isfinite(float(text))
+
+
+NON_FINITE_LOSS_DESCRIPTION = (
+    "End the job Failed with reason NonFiniteLoss when the training loss becomes NaN or "
+    "infinite (the run diverged): the ranks exit with code "
+    f"{pod_contract.EXIT_NON_FINITE_LOSS} and the operator restarts neither the pod nor the "
+    "group, since a restart from the last checkpoint would diverge again. Default true; false "
+    "trains on.")
+
 
 class TaskSpec(SpecModel):
     """A built-in training task run by the trainer image (`python -m cogwork_trainer.train`)."""
@@ -39,15 +75,28 @@ class TaskSpec(SpecModel):
     learning_rate: DecimalString = Field(
         default="0.05", description="Learning rate as a decimal string, e.g. \"0.05\" or \"3e-4\".",
         json_schema_extra=validations(cel("!self.matches('^[0.]*([eE].*)?$')",  # all-zero mantissa
-                                          "spec.task.learningRate must be greater than 0")))
+                                          "spec.task.learningRate must be greater than 0"),
+                                      finite_rule("spec.task.learningRate")))
     optimizer: Literal["sgd", "adam", "adamw"] = Field(default="sgd", description="Optimizer.")
     hidden_size: int = Field(default=128, ge=1, le=65_536, description="Width of hidden layers.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1,
                       description="Seed of initialisation and of the per-epoch data order.")
     momentum: DecimalString | None = Field(
-        default=None, description="SGD momentum as a decimal string (trainer default \"0.9\").")
+        default=None, description="SGD momentum as a decimal string (trainer default \"0.9\").",
+        json_schema_extra=validations(finite_rule("spec.task.momentum")))
     weight_decay: DecimalString | None = Field(
-        default=None, description="Weight decay as a decimal string (trainer default \"0\").")
+        default=None, description="Weight decay as a decimal string (trainer default \"0\").",
+        json_schema_extra=validations(finite_rule("spec.task.weightDecay")))
+    fail_on_non_finite_loss: bool = Field(
+        default=True, description=NON_FINITE_LOSS_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _finite_decimals(self) -> Self:
+        for wire, value in (("learningRate", self.learning_rate), ("momentum", self.momentum),
+                            ("weightDecay", self.weight_decay)):
+            if value is not None and not is_finite_decimal(value):
+                raise ValueError(f"{finite_message(f'spec.task.{wire}')} (got {value})")
+        return self
 
     @model_validator(mode="after")
     def _positive_learning_rate(self) -> Self:
@@ -83,6 +132,10 @@ class ScriptSpec(SpecModel):
                     "print on stdout; matches go to status.metrics (`epoch` and `step` to "
                     "status.progress). Unset: Katib's StdOut format, `name=value` "
                     "(e.g. `epoch=3 loss=0.21 val_accuracy=0.93`). An empty list turns it off.")
+    fail_on_non_finite_loss: bool = Field(
+        default=True, description=NON_FINITE_LOSS_DESCRIPTION + " Applies to the losses the "
+        "script reports through cogwork_sdk (cogwork_sdk.report, the Hugging Face and "
+        "Lightning callbacks): metrics named loss or ending in _loss.")
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> Self:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cogwork.api import contract
 from cogwork.api.common import DECIMAL_PATTERN, DecimalString, SpecModel, cel, validations
+from cogwork.api.trainjob_spec import cel_finite, finite_message, finite_rule, is_finite_decimal
 
 # Signed decimal as a string (bounds of a uniform parameter, an objective goal).
 SIGNED_DECIMAL_PATTERN = r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
@@ -42,14 +43,27 @@ def _cel_list(items: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(f"'{item}'" for item in items) + "]"
 
 
+def _finite(value: str | None) -> str | None:
+    if value is not None and not is_finite_decimal(value):
+        raise ValueError(f"{finite_message()} (got {value})")
+    return value
+
+
+_FINITE = validations(finite_rule())
+
+
 class FloatRange(SpecModel):
     """A continuous range, bounds as decimal strings (the API has no floats)."""
 
     model_config = ConfigDict(json_schema_extra=validations(cel(
         "double(self.min) < double(self.max)", "min must be less than max", field_path=".min")))
 
-    min: SignedDecimalString = Field(description="Lower bound, e.g. \"0.001\".")
-    max: SignedDecimalString = Field(description="Upper bound, e.g. \"0.3\".")
+    min: SignedDecimalString = Field(description="Lower bound, e.g. \"0.001\" (finite).",
+                                     json_schema_extra=_FINITE)
+    max: SignedDecimalString = Field(description="Upper bound, e.g. \"0.3\" (finite).",
+                                     json_schema_extra=_FINITE)
+
+    _finite_bounds = field_validator("min", "max")(_finite)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -68,8 +82,12 @@ class LogRange(SpecModel):
             field_path=".min"),
     ))
 
-    min: DecimalString = Field(description="Lower bound (> 0), e.g. \"1e-4\".")
-    max: DecimalString = Field(description="Upper bound, e.g. \"0.3\".")
+    min: DecimalString = Field(description="Lower bound (> 0), e.g. \"1e-4\".",
+                               json_schema_extra=_FINITE)
+    max: DecimalString = Field(description="Upper bound, e.g. \"0.3\" (finite).",
+                               json_schema_extra=_FINITE)
+
+    _finite_bounds = field_validator("min", "max")(_finite)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -137,8 +155,9 @@ def _parameter_validations() -> dict[str, Any]:
             "decimal fields take non-negative values: uniform.min must be >= 0",
             field_path=".uniform.min"),
         cel(f"!has(self.field) || !(self.field in {decimal}) || !has(self.categorical) || "
-            f"self.categorical.values.all(v, v.matches(r'{DECIMAL_PATTERN}'))",
-            "categorical values of a decimal field must be non-negative decimals",
+            f"self.categorical.values.all(v, v.matches(r'{DECIMAL_PATTERN}') && "
+            f"{cel_finite('v')})",
+            "categorical values of a decimal field must be finite non-negative decimals",
             field_path=".categorical.values"),
         cel(f"!has(self.field) || !(self.field in {integer}) || has(self.int) || "
             "has(self.categorical)",
@@ -208,9 +227,10 @@ class Parameter(SpecModel):
             if self.uniform is not None and float(self.uniform.min) < 0:
                 raise ValueError("decimal fields take non-negative values: uniform.min must "
                                  "be >= 0")
-            if any(not re.fullmatch(DECIMAL_PATTERN, v) for v in values):
-                raise ValueError("categorical values of a decimal field must be non-negative "
-                                 "decimals")
+            if any(not re.fullmatch(DECIMAL_PATTERN, v) or not is_finite_decimal(v)
+                   for v in values):
+                raise ValueError("categorical values of a decimal field must be finite "
+                                 "non-negative decimals")
         elif name in INTEGER_FIELDS:
             if self.int_range is None and self.categorical is None:
                 raise ValueError("integer fields (task.batchSize, task.hiddenSize, task.epochs, "
@@ -255,7 +275,8 @@ class Objective(SpecModel):
     direction: Direction = Field(default="maximize", description="maximize or minimize.")
     goal: SignedDecimalString | None = Field(
         default=None, description="Stop starting trials once a trial reaches this value "
-                                  "(primary objective only).")
+                                  "(primary objective only; finite).",
+        json_schema_extra=validations(finite_rule("spec.objective.goal")))
     additional: list[AdditionalObjective] = Field(
         default_factory=list, max_length=MAX_ADDITIONAL_OBJECTIVES,
         json_schema_extra={"x-kubernetes-list-type": "map",
@@ -263,6 +284,13 @@ class Objective(SpecModel):
         description="Further objectives (at most 4) for a multi-objective search: trials are "
                     "compared by Pareto dominance; needs pruner none and a search algorithm "
                     "other than cmaes; builtin engine only.")
+
+    @field_validator("goal")
+    @classmethod
+    def _finite_goal(cls, goal: str | None) -> str | None:
+        if goal is not None and not is_finite_decimal(goal):
+            raise ValueError(f"{finite_message('spec.objective.goal')} (got {goal})")
+        return goal
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
