@@ -11,6 +11,10 @@ rendezvous for every node when one agent fails for good, so a replacement pod (t
 RestartNode) could never join the group again and the survivors would fail too. Here the operator
 owns the group's lifetime; only a successful agent closes the rendezvous (so late joiners exit).
 
+A worker that exits with contract.EXIT_NON_FINITE_LOSS (its loss became NaN or infinite) ends
+the agent without torchrun's in-pod restarts: restarted from the checkpoint, the run would
+diverge again (docs/pod-contract.md, "Divergence").
+
 With COGWORK_METRICS_FORMAT set (script jobs), the workers' stdout passes through a pipe that
 this process copies to its own stdout line by line, reporting `name=value` lines (see
 stdout_metrics) as progress: zero-code metrics, as Katib's StdOut collector, but with torchrun
@@ -27,6 +31,8 @@ import sys
 import threading
 from typing import IO
 
+from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup
+from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
 from torch.distributed.run import main as torchrun_main
@@ -44,6 +50,20 @@ def _shutdown_unless_failing(self: DynamicRendezvousHandler) -> bool:
     if sys.exc_info()[0] is not None:
         return True
     return bool(_close_rendezvous(self))
+
+
+_monitor_workers = LocalElasticAgent._monitor_workers
+
+
+def _monitor_without_restarting_a_divergence(self: LocalElasticAgent,
+                                             worker_group: WorkerGroup) -> RunResult:
+    # torchrun restarts a failed worker group while restarts remain; for a diverged worker
+    # none remain, so the agent stops its workers and fails with that worker's exit code.
+    result: RunResult = _monitor_workers(self, worker_group)
+    if any(failure.exitcode == contract.EXIT_NON_FINITE_LOSS
+           for failure in (result.failures or {}).values()):
+        self._remaining_restarts = 0
+    return result
 
 
 def exit_code_of(err: ChildFailedError) -> int:
@@ -113,6 +133,8 @@ def _stdout_metrics() -> StdoutMetrics | None:
 
 def main(argv: list[str] | None = None) -> int:
     DynamicRendezvousHandler.shutdown = _shutdown_unless_failing  # type: ignore[method-assign]
+    LocalElasticAgent._monitor_workers = (  # type: ignore[method-assign]
+        _monitor_without_restarting_a_divergence)
     metrics = _stdout_metrics()
     try:
         torchrun_main(argv)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import contract, dist
+from . import contract, dist, divergence
 from .control import Control, Decision
 from .progress import ProgressClock
 from .report import Reporter
@@ -39,6 +39,7 @@ def _metric_list(metrics: Mapping[str, Any] | None) -> list[dict[str, str]] | No
 class Session:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
+        self._environ = env
         self.checkpoint_dir = Path(env.get(contract.ENV_CHECKPOINT_DIR) or LOCAL_CHECKPOINT_DIR)
         self.checkpoint_every = int(env.get(contract.ENV_CHECKPOINT_EVERY) or 0)
         self.checkpoint_keep = max(1, int(env.get(contract.ENV_CHECKPOINT_KEEP) or 3))
@@ -78,7 +79,13 @@ class Session:
                metrics: Mapping[str, Any] | None = None, total_steps: int | None = None,
                *, force: bool = False) -> None:
         """`force`: send it even within the rate limit (an evaluation's metrics, the last
-        values of a run), as every new epoch is."""
+        values of a run), as every new epoch is.
+
+        A loss among `metrics` (`loss`, `*_loss`) that is NaN or infinite ends the run: it
+        raises divergence.NonFiniteLoss (a SystemExit with contract.EXIT_NON_FINITE_LOSS) after
+        writing the termination message, unless the job sets failOnNonFiniteLoss false."""
+        divergence.check_metrics(metrics, step if step is not None else self.step,
+                                 epoch if epoch is not None else self.epoch, self._environ)
         if total_steps is not None:
             self.total_steps = total_steps
         if step is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ TASK_NAMES = ("image-classification",)
 # this trainer version does not know yet, and an unknown key must not kill a running job).
 _TASK_KEYS = {
     "name", "dataset", "model", "epochs", "batchSize", "learningRate", "optimizer",
-    "hiddenSize", "seed", "testFraction", "momentum", "weightDecay",
+    "hiddenSize", "seed", "testFraction", "momentum", "weightDecay", "failOnNonFiniteLoss",
 }
 
 
@@ -50,6 +51,7 @@ class TaskConfig:
     test_fraction: float = 0.2
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
+    fail_on_non_finite_loss: bool = True  # a NaN/inf loss exits EXIT_NON_FINITE_LOSS
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def parse_task(doc: Mapping[str, Any]) -> TaskConfig:
     test_fraction = _float(doc.get("testFraction", d.test_fraction), "testFraction")
     if not lr > 0:
         raise ConfigError(f"learningRate: must be > 0, got {lr}")
+    if not math.isfinite(lr):  # the API refuses it; a hand-made COGWORK_TASK may not
+        raise ConfigError(f"learningRate: must be a finite number, got {lr}")
     if not 0 < test_fraction < 1:
         raise ConfigError(f"testFraction: must be in (0, 1), got {test_fraction}")
     dataset = str(doc.get("dataset", d.dataset))
@@ -136,6 +140,7 @@ def parse_task(doc: Mapping[str, Any]) -> TaskConfig:
         test_fraction=test_fraction,
         momentum=_float(doc.get("momentum", d.momentum), "momentum"),
         weight_decay=_float(doc.get("weightDecay", d.weight_decay), "weightDecay"),
+        fail_on_non_finite_loss=doc.get("failOnNonFiniteLoss") is not False,
     )
 
 

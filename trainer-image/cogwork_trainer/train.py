@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import runpy
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from cogwork_sdk import contract
+from cogwork_sdk import contract, divergence
 from cogwork_sdk.control import Control
 from cogwork_sdk.progress import ProgressClock
 from cogwork_sdk.report import Reporter
@@ -267,9 +268,12 @@ class Trainer:
             (loss * scale).backward()
             self.optimizer.step()
 
-            loss_sum += float(loss.detach())
+            loss_value = float(loss.detach())
+            loss_sum += loss_value
             loss_count += len(idx)
             st.step += 1
+            if self.task.fail_on_non_finite_loss and not math.isfinite(loss_value):
+                return self.diverged(loss_value / max(len(idx), 1))
             st.samples_consumed += g
             if st.samples_consumed + g > self.n_train:
                 self.end_epoch(loss_sum, loss_count)
@@ -283,6 +287,19 @@ class Trainer:
                 time.sleep(self.cfg.step_delay_s)
 
         return self.finish(stopped=False)
+
+    def diverged(self, loss: float) -> int:
+        """The loss is NaN or infinite: end without a checkpoint (it would hold the diverged
+        weights) and with the contract's exit code, so neither torchrun nor the operator
+        restarts a run that would diverge again."""
+        text = divergence.message("loss", loss, self.state.step, self.state.epoch)
+        log.error("%s (learningRate %s, optimizer %s)", text, self.task.learning_rate,
+                  self.task.optimizer)
+        code = divergence.fail(text)
+        self.reporter.close()
+        if self.katib is not None:
+            self.katib.close()
+        return code
 
     def finish(self, stopped: bool) -> int:
         if not stopped:
@@ -343,7 +360,7 @@ def main() -> int:
         log.error("cannot set up the task: %s", e)
         return 2
     rc = trainer.run()
-    if cdist.active():
+    if cdist.active() and rc == 0:  # a diverged rank leaves at once: peers may be mid-step
         dist.destroy_process_group()
     return rc
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cogwork_sdk import contract as pod_contract
+
 from cogwork.api import contract
 from cogwork.api.trainjob_spec import FailureAction, FailurePolicy, FailureRule
 
@@ -33,6 +35,7 @@ class PodObservation:
     ready: bool = False
     created: str | None = None  # creationTimestamp (RFC 3339 compares as text)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    message: str | None = None  # the main container's termination message, if it wrote one
 
 
 def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -72,6 +75,8 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation:
         ready="Ready" in true_conditions,
         created=metadata.get("creationTimestamp"),
         annotations=dict(metadata.get("annotations") or {}),
+        message=(str(terminated.get("message")).strip()[:1024] or None)
+        if terminated.get("message") else None,
     )
 
 
@@ -93,7 +98,12 @@ def default_action(pod: PodObservation) -> FailureAction:
         return FailureAction.RESTART_NODE  # lost without a trace, or killed by a signal
     if pod.exit_code == 0:
         return FailureAction.IGNORE
-    return FailureAction.FAIL_JOB
+    return FailureAction.FAIL_JOB  # a bug, or a diverged run (EXIT_NON_FINITE_LOSS)
+
+
+def diverged(pod: PodObservation) -> bool:
+    """The pod's ranks stopped on a NaN or infinite loss (failOnNonFiniteLoss)."""
+    return pod.exit_code == pod_contract.EXIT_NON_FINITE_LOSS
 
 
 def classify_failure(policy: FailurePolicy, pod: PodObservation) -> FailureAction:

@@ -21,7 +21,7 @@ from cogwork.plan import trainjob_render as render
 from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import DataLocation
-from cogwork.plan.trainjob_observe import PodObservation, classify_failure
+from cogwork.plan.trainjob_observe import PodObservation, classify_failure, diverged
 
 # How long scale-down waits for the ranks to acknowledge a checkpoint before removing pods.
 CHECKPOINT_ACK_TIMEOUT = timedelta(seconds=60)
@@ -143,10 +143,11 @@ class _Pass(Lifecycle[TrainJob]):
         self.restart(self.rdzv.name if self.rdzv else "rendezvous", reason, exit_code,
                      "RestartJob")
 
-    def fail_on(self, pod: PodObservation, action: str, reason: str, message: str) -> None:
+    def fail_on(self, pod: PodObservation, action: str, reason: str, message: str,
+                pod_reason: str | None = None) -> None:
         self.last_failure = FailureRecord(pod=pod.name, exit_code=pod.exit_code,
-                                          reason=pod.reason or "Error", action=action,
-                                          time=rfc3339(self.now))
+                                          reason=pod_reason or pod.reason or "Error",
+                                          action=action, time=rfc3339(self.now))
         self.finish("Failed", reason, message)
 
     def check_failures(self) -> bool:
@@ -167,6 +168,14 @@ class _Pass(Lifecycle[TrainJob]):
                 self.active_nodes.discard(index)
                 continue
             action = classify_failure(self.spec.failure_policy, pod)
+            if action == FailureAction.FAIL_JOB and diverged(pod):
+                # Not retried: restarted from its checkpoint, the run would diverge again.
+                reason = pod_contract.REASON_NON_FINITE_LOSS
+                self.fail_on(pod, "FailJob", reason,
+                             f"{pod.name}: {pod.message or 'non-finite loss'} (exit code "
+                             f"{pod.exit_code}; the run diverged, spec failOnNonFiniteLoss)",
+                             pod_reason=reason)
+                return True
             if action == FailureAction.FAIL_JOB:
                 self.fail_on(pod, "FailJob",
                              f"ExitCode{pod.exit_code}" if pod.exit_code is not None

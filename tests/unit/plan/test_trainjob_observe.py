@@ -11,8 +11,10 @@ from cogwork.plan.lifecycle import derive_phase
 from cogwork.plan.trainjob_observe import (
     PodObservation,
     classify_failure,
+    diverged,
     observe_pod,
 )
+from cogwork_sdk.contract import EXIT_NON_FINITE_LOSS
 
 DEFAULTS = FailurePolicy()
 
@@ -99,3 +101,18 @@ def cond(condition_type: str, status: str = "True") -> Condition:
 ])
 def test_derive_phase(conditions: list[Condition], phase: str) -> None:
     assert derive_phase(conditions) == phase
+
+
+def test_observe_diverged_pod_keeps_its_termination_message() -> None:
+    pod = observe_pod(pod_dict(phase="Failed", containerStatuses=[
+        {"name": "trainer", "state": {"terminated": {
+            "exitCode": EXIT_NON_FINITE_LOSS, "reason": "Error",
+            "message": "non-finite loss nan at step 3 (epoch 0)\n"}}}]))
+    assert pod.exit_code == EXIT_NON_FINITE_LOSS and diverged(pod)
+    assert pod.message == "non-finite loss nan at step 3 (epoch 0)"
+    # Without a rule it is FailJob; a rule naming the code still decides.
+    assert classify_failure(DEFAULTS, pod) is FailureAction.FAIL_JOB
+    retry = FailurePolicy.model_validate({"rules": [{"action": "RestartJob", "onExitCodes": {
+        "operator": "In", "values": [EXIT_NON_FINITE_LOSS]}}]})
+    assert classify_failure(retry, pod) is FailureAction.RESTART_JOB
+    assert not diverged(failed(1, "Error"))

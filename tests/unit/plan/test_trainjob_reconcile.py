@@ -9,6 +9,7 @@ from cogwork.api.trainjob import TrainJob
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob_observe import PodObservation
 from cogwork.plan.trainjob_reconcile import Actions, reconcile
+from cogwork_sdk.contract import EXIT_NON_FINITE_LOSS
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SETTINGS = RenderSettings(report_base_url="https://10.0.0.1:8443")
@@ -130,6 +131,35 @@ def test_program_error_fails_job_and_stops_the_rest() -> None:
     assert "exited with code 2" in failed["message"]
     assert sorted(actions.delete_pods) == ["digits-node-0", "digits-rdzv"]
     assert actions.status["phase"] == "Failed"
+
+
+def test_diverged_worker_fails_the_job_with_its_own_reason_and_nothing_is_replaced() -> None:
+    message = "non-finite loss nan at step 3 (epoch 0)"
+    pods = [pod("rdzv"), pod("worker", 0, "Failed", exit_code=EXIT_NON_FINITE_LOSS,
+                             reason="Error", message=message), pod("worker", 1)]
+    # Restarts left and a generous backoffLimit: a diverged run is still not retried.
+    actions = step(job({"activeNodes": [0, 1]}, failurePolicy={"backoffLimit": 10}), pods)
+    failed = cond(actions, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "NonFiniteLoss")
+    assert "digits-node-0" in failed["message"] and message in failed["message"]
+    assert actions.status["phase"] == "Failed"
+    assert actions.create == []  # no replacement pod
+    assert sorted(actions.delete_pods) == ["digits-node-1", "digits-rdzv"]
+    assert actions.status["restarts"] == 0
+    assert actions.status["lastFailure"]["reason"] == "NonFiniteLoss"
+    assert actions.status["lastFailure"]["exitCode"] == EXIT_NON_FINITE_LOSS
+    # The next pass sees a finished job: it stays Failed and creates nothing.
+    later = step(advance(job({"activeNodes": [0, 1]}), actions), pods[:2])
+    assert later.create == [] and later.delete_pods == ["digits-rdzv"]
+
+
+def test_a_rule_for_the_divergence_code_still_decides() -> None:
+    retry = {"rules": [{"action": "RestartJob", "onExitCodes": {
+        "operator": "In", "values": [EXIT_NON_FINITE_LOSS]}}]}
+    pods = [pod("rdzv"), pod("worker", 0, "Failed", exit_code=EXIT_NON_FINITE_LOSS),
+            pod("worker", 1)]
+    actions = step(job({"activeNodes": [0, 1]}, failurePolicy=retry), pods)
+    assert actions.status["phase"] != "Failed" and actions.status["restarts"] == 1
 
 
 def test_backoff_limit_exhausted() -> None:
