@@ -88,8 +88,10 @@ def test_python_executable_is_configurable() -> None:
 def test_script_module_runs_under_the_trainer_harness() -> None:
     job = make_job(task=None, data=None, script={"module": "my.pkg.train", "args": ["--lr", "1"]})
     assert worker_args(job)[-2:] == ["-m", "cogwork_trainer.train"]
+    # failOnNonFiniteLoss travels too: the harness's SDK session reads it from COGWORK_TASK.
     assert task_document(job.spec) == {"script": {"module": "my.pkg.train",
-                                                  "args": ["--lr", "1"]}}
+                                                  "args": ["--lr", "1"],
+                                                  "failOnNonFiniteLoss": True}}
 
 
 def test_script_command_is_started_directly_by_torchrun() -> None:
