@@ -43,8 +43,32 @@ class NotServed(Exception):
     """The API serves no such resource: its CRD is not installed."""
 
 
-class Rejected(Exception):
-    """The apiserver or an admission webhook refused the object; the message says why."""
+class Rejected(ApiError):
+    """The apiserver or an admission plugin or webhook refused the object (400, 403, 422):
+    sending it again as it is cannot help. `str()` is the apiserver's own message; `fields`
+    the object's fields its Status names (details.causes[].field), if any."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        super().__init__(status, reason, body)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        answer: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        causes = (answer.get("details") or {}).get("causes") or []
+        self.message = str(answer.get("message") or body or reason)
+        self.fields = tuple(str(c["field"]) for c in causes
+                            if isinstance(c, dict) and c.get("field"))
+
+    @classmethod
+    def of(cls, err: ApiError) -> Rejected:
+        return cls(err.status, err.reason, err.body)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_REFUSED = (400, 403, 422)  # bad request, forbidden (quota, limits, admission), invalid
 
 
 # -- credentials --------------------------------------------------------------------------------
@@ -167,6 +191,8 @@ async def create(namespace: str, body: dict[str, Any]) -> bool:
     except ApiError as err:
         if err.status == 409 or _namespace_terminating(err):
             return False
+        if err.status in _REFUSED:
+            raise Rejected.of(err) from err
         raise
 
 
@@ -281,8 +307,8 @@ async def create_namespaced_object(group: str, version: str, plural: str, namesp
             return False
         if _not_served(err):
             raise NotServed(f"{plural}.{group}/{version}") from err
-        if err.status in (400, 403, 422):
-            raise Rejected(err.body or err.reason) from err
+        if err.status in _REFUSED:
+            raise Rejected.of(err) from err
         raise
 
 
@@ -305,8 +331,8 @@ async def patch_namespaced_object(group: str, version: str, plural: str, namespa
         await request("PATCH", _path(group, version, namespace, plural, name), patch,
                       content_type=MERGE_PATCH)
     except ApiError as err:
-        if err.status in (400, 403, 422):
-            raise Rejected(err.body or err.reason) from err
+        if err.status in _REFUSED:
+            raise Rejected.of(err) from err
         if err.status != 404:
             raise
 

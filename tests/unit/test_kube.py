@@ -169,6 +169,19 @@ def test_other_forbidden_errors_are_raised(serve: Any) -> None:
     assert len(fake.seen) == 1
 
 
+def test_a_refused_create_is_rejected_with_the_apiservers_message_and_fields(
+        serve: Any) -> None:
+    """422 and 403 cannot be fixed by sending the object again: not retried, and what the
+    apiserver said (its message, the fields its causes name) is what the job's condition
+    quotes (plan/rejections.py)."""
+    fake = FakeApiserver([status(422, "Invalid", "FieldValueInvalid")])
+    with pytest.raises(kube.Rejected) as raised:
+        serve(fake, lambda: kube.create("ns", CONFIGMAP))
+    assert str(raised.value) == "Invalid (test)"
+    assert raised.value.status == 422 and raised.value.fields == ("metadata.namespace",)
+    assert len(fake.seen) == 1
+
+
 def test_throttling_is_retried_with_backoff(serve: Any, backoff: NoBackoff) -> None:
     fake = FakeApiserver([status(429, "TooManyRequests"), CREATED])
     assert serve(fake, lambda: kube.create("ns", CONFIGMAP)) is True

@@ -26,6 +26,10 @@ class OperatorConfig:
     # Port of the Prometheus /metrics endpoint (the chart sets it); 0, the default, is off so
     # that several local operators never race for one port.
     metrics_port: int
+    # CPU and memory of the rendezvous store pods (chart: trainer.rendezvous); None: the
+    # renderer's defaults.
+    rdzv_cpu: str | None = None
+    rdzv_memory: str | None = None
 
     @staticmethod
     def from_env() -> OperatorConfig:
@@ -52,6 +56,8 @@ class OperatorConfig:
                 if "=" in item
             ),
             metrics_port=int(os.environ.get("COGWORK_METRICS_PORT", "0")),
+            rdzv_cpu=os.environ.get("COGWORK_RDZV_CPU") or None,
+            rdzv_memory=os.environ.get("COGWORK_RDZV_MEMORY") or None,
         )
 
 

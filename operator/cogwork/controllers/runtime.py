@@ -14,16 +14,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kopf
 from pydantic import BaseModel, ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import CustomResource, problem_message
+from cogwork.api.common import Condition, CustomResource, problem_message
 from cogwork.api.crdgen import RESOURCES
 from cogwork.controllers.config import OperatorConfig
-from cogwork.plan.lifecycle import Actions, ChildPatch, ChildRef, failed_status
+from cogwork.plan import rejections
+from cogwork.plan.lifecycle import Actions, ChildPatch, ChildRef, Event, failed_status
+from cogwork.plan.rejections import Rejection
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.tunejob_katib_names import (
     EXPERIMENT_KIND,
@@ -54,12 +57,15 @@ def config() -> OperatorConfig:
 @functools.cache
 def render_settings() -> RenderSettings:
     cfg = config()
+    store = {k: v for k, v in (("rdzv_cpu", cfg.rdzv_cpu), ("rdzv_memory", cfg.rdzv_memory))
+             if v is not None}
     return RenderSettings(
         report_base_url=cfg.report_base_url,
         report_ca_pem=cfg.report_ca_pem,
         service_account_name=cfg.trainer_service_account,
         image=cfg.trainer_image,
         extra_env=cfg.trainer_extra_env,
+        **store,
     )
 
 
@@ -147,16 +153,29 @@ def one_at_a_time(children: list[dict[str, Any]]) -> Iterable[list[dict[str, Any
 
 
 async def create_children(namespace: str, owner: Mapping[str, Any],
-                          groups: Iterable[list[dict[str, Any]]]) -> None:
+                          groups: Iterable[list[dict[str, Any]]]) -> Rejection | None:
     """Create an owner's children: each group at once, the groups in order (a later group may
     depend on an earlier one). Names are deterministic, so a child that exists already (409:
-    made before a restart) is skipped. Created pods count in cogwork_pod_actions_total."""
+    made before a restart) is skipped. Stops after a group with a child the apiserver refused
+    and returns that refusal. Created pods count in cogwork_pod_actions_total."""
     for group in groups:
         for child in group:
             kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
-        created = await asyncio.gather(*(_create(namespace, child) for child in group))
+        results = await asyncio.gather(*(_create(namespace, child) for child in group),
+                                       return_exceptions=True)
+        refused: Rejection | None = None
+        for child, result in zip(group, results, strict=True):
+            if isinstance(result, kube.Rejected):
+                refused = refused or Rejection(child["kind"], child["metadata"]["name"],
+                                               result.status, str(result), result.fields)
+            elif isinstance(result, BaseException):
+                raise result
         metrics.POD_ACTIONS.labels("create").inc(
-            sum(ok for ok, child in zip(created, group, strict=True) if child["kind"] == "Pod"))
+            sum(ok is True for ok, child in zip(results, group, strict=True)
+                if child["kind"] == "Pod"))
+        if refused is not None:
+            return refused
+    return None
 
 
 async def _create(namespace: str, child: dict[str, Any]) -> bool:
@@ -204,12 +223,12 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
     progress report not yet in the watch cache) is refused and the pass is redone on a fresh
     view. Children first: a repeated create after a refused write gets 409 and changes nothing.
     """
-    await create_children(namespace, body, groups(actions.create))
+    refused = await create_children(namespace, body, groups(actions.create))
     for patch in actions.patch:
         await _patch(namespace, patch)
     for child in actions.delete:
         await _delete(namespace, child)
-    status = actions.status.wire()
+    status = _with_created(resource, namespace, name, body, actions, refused)
     if status_changed(body.get("status") or {}, status):
         version = (body.get("metadata") or {}).get("resourceVersion")
         try:
@@ -226,6 +245,29 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
                   message="spec.ttlSecondsAfterFinished passed")
         await kube.delete_custom(resource.plural, namespace, name)
     return True
+
+
+def _with_created(resource: CustomResource, namespace: str, name: str, body: Mapping[str, Any],
+                  actions: Actions, refused: Rejection | None) -> dict[str, Any]:
+    """The pass's status with the Created condition its creates earned (plan/rejections.py);
+    a refusal is one log line and, when it is news, one Warning event, and the next attempt
+    backs off."""
+    current = [Condition.model_validate(c)
+               for c in (body.get("status") or {}).get("conditions") or []]
+    generation = (body.get("metadata") or {}).get("generation")
+    now = datetime.now(UTC)
+    if refused is not None:
+        message = rejections.describe(resource.kind, refused)
+        retry = rejections.retry_after(current, now)
+        log.warning("%s %s/%s: %s; retrying in %.0fs", resource.kind, namespace, name, message,
+                    retry)
+        # What the planner announced as made was not: its Created event would mislead.
+        actions.events[:] = [e for e in actions.events if e.reason != "Created"]
+        if rejections.is_new(current, refused, resource.kind):
+            actions.events.append(Event("Warning", rejections.REJECTED_REASON, message))
+        actions.requeue_after = retry
+    return rejections.created_status(actions.status.wire(), current, refused, resource.kind,
+                                     generation, now, attempted=bool(actions.create))
 
 
 def pass_result(controller: str, actions: Actions, applied: bool) -> float | None:

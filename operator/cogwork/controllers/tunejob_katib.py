@@ -18,7 +18,6 @@ from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime
 from cogwork.plan.lifecycle import Event
 from cogwork.plan.tunejob_katib_names import (
-    EXPERIMENT_KIND,
     EXPERIMENT_PLURAL,
     KATIB_GROUP,
     KATIB_VERSION,
@@ -76,11 +75,10 @@ async def reconcile_once(namespace: str, name: str, body: dict[str, Any], job: T
         actions = katib_status.reconcile(job, None, False, now)
         applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, body, actions)
     except kube.Rejected as err:
-        if any(child["kind"] == EXPERIMENT_KIND for child in actions.create):
-            actions = katib_status.rejected(job, str(err), now)  # the Experiment was refused
-        else:  # a budget change Katib's webhook refused: the search goes on with the old one
-            actions.patch.clear()
-            actions.create.clear()
-            actions.events.append(Event("Warning", "BudgetNotApplied", str(err)[:1000]))
+        # A budget change Katib's webhook refused: the search goes on with the old one. (A
+        # refused Experiment is any refused child: the Created condition says why.)
+        actions.patch.clear()
+        actions.create.clear()
+        actions.events.append(Event("Warning", "BudgetNotApplied", str(err)[:1000]))
         applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, body, actions)
     return runtime.pass_result(CONTROLLER, actions, applied)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cogwork.plan.pods import unschedulable_message
+
 
 @dataclass(frozen=True)
 class LabelPod:
@@ -20,6 +22,7 @@ class LabelPod:
     waiting_message: str | None = None
     finished_at: str | None = None
     deleting: bool = False
+    unschedulable: str | None = None  # the scheduler's message while it cannot place the pod
 
 
 def observe_pod(pod: Mapping[str, Any]) -> LabelPod:
@@ -38,6 +41,7 @@ def observe_pod(pod: Mapping[str, Any]) -> LabelPod:
         waiting_message=waiting.get("message"),
         finished_at=terminated.get("finishedAt"),
         deleting=metadata.get("deletionTimestamp") is not None,
+        unschedulable=unschedulable_message(status),
     )
 
 

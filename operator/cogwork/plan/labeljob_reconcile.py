@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cogwork.api.common import is_condition_true, parse_rfc3339
+from cogwork.api.common import parse_rfc3339
 from cogwork.api.labeljob import LabelCounts, LabelJob, LabelJobStatus, LabelOutputs
 from cogwork.plan.labeljob_observe import LabelPod, parse_summary
 from cogwork.plan.labeljob_refs import ModelResolution
@@ -96,12 +96,13 @@ class _Pass(Lifecycle[LabelJob]):
                 claim = output_claim(self.job, self.settings)
                 self.out.create.extend([claim] if claim else [])
             self.out.create.append(step_pod(self.job, step, model, self.settings))
-            if not is_condition_true(self.conditions, "Created"):
-                self.cond("Created", "True", "PodsCreated", "labeling pods created")
-                self.event("Created", f"created {step_pod_name(self.job, step)}")
+            self.mark_created("PodsCreated", "labeling pods created",
+                              f"created {step_pod_name(self.job, step)}")
         return pod
 
     def active(self) -> None:
+        self.report_scheduling([(p.name, p.unschedulable) for p in self.pods.values()
+                                if p.unschedulable and not p.deleting])
         if self.model.failed:
             self.finish("Failed", "ModelUnavailable", self.model.failed)
             return

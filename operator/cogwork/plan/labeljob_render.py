@@ -44,7 +44,7 @@ SCORER_CONTAINER = "cogwork-scorer"
 SCORER_VOLUME = "cogwork-scorer"
 SCORER_DIR = "/cogwork/scorer"
 # Small steps that only move files or call an HTTP API.
-PUSH_CPU, PUSH_MEMORY = "250m", "512Mi"
+PUSH_CPU, PUSH_MEMORY = "100m", "512Mi"  # small: a namespace's LimitRange admits it
 
 
 # ---- names -----------------------------------------------------------------------------------

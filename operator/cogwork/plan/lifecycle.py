@@ -44,6 +44,12 @@ _PHASE_PRECEDENCE: tuple[Phase, ...] = ("Failed", "Succeeded", "Suspended", "Res
 FINISHED_RECHECK_S = 300.0
 SUSPENDED_RECHECK_S = 30.0
 TTL_RECHECK_MAX_S = 60.0
+# Created: True once the job's children exist; False with REJECTED while the apiserver refuses
+# one of them (plan/rejections.py), with a kind's own reason while it waits for an input.
+CREATED = "Created"
+REJECTED = "ChildRejected"
+# Scheduled: False, quoting the scheduler, while a pod of the job cannot be placed.
+SCHEDULED = "Scheduled"
 
 
 def derive_phase(conditions: Sequence[Condition]) -> Phase:
@@ -67,11 +73,18 @@ def with_kstatus(conditions: Sequence[Condition], phase: str, generation: int | 
     failed = find_condition(conditions, "Failed")
     reason = failed.reason if phase == "Failed" and failed and failed.reason else phase
     message = failed.message if phase == "Failed" and failed else f"phase is {phase}"
+    # A child the apiserver refuses (plan/rejections.py) stalls a job that has not finished:
+    # only a change to its spec, or to the namespace's quota, lets it go on.
+    created = find_condition(conditions, CREATED)
+    stalled = phase == "Failed" or (phase not in TERMINAL and created is not None
+                                    and created.status == "False" and created.reason == REJECTED)
+    if stalled and phase != "Failed" and created is not None:
+        reason, message = created.reason or CREATED, created.message or ""
     out = list(conditions)
     for kind, status in (
         ("Ready", "True" if phase == "Succeeded" else "False"),
-        ("Reconciling", "False" if phase in TERMINAL else "True"),
-        ("Stalled", "True" if phase == "Failed" else "False"),
+        ("Reconciling", "False" if phase in TERMINAL or stalled else "True"),
+        ("Stalled", "True" if stalled else "False"),
     ):
         out = set_condition(out, kind, status, reason, message,  # type: ignore[arg-type]
                             observed_generation=generation, now=now)
@@ -266,6 +279,31 @@ class Lifecycle(Generic[JobT]):
         self.out.status.set(completion_time=rfc3339(self.now))
         self.stop_children()
         self.event(reason, message, warning=kind == "Failed")
+
+    def mark_created(self, reason: str, message: str, event: str) -> None:
+        """Created=True (and one event) when the job first makes its children. A refusal's
+        Created=False is left alone: runtime.apply clears it once the apiserver accepts."""
+        created = find_condition(self.conditions, CREATED)
+        if created is None or (created.status != "True" and created.reason != REJECTED):
+            self.cond(CREATED, "True", reason, message)
+            self.event("Created", event)
+
+    def report_scheduling(self, unschedulable: Sequence[tuple[str, str]]) -> None:
+        """Scheduled=False with the scheduler's message while one of `unschedulable`
+        ((pod, message) pairs) waits for a node, and a Warning event when that starts; True
+        again once none does. Jobs whose pods always fit never carry the condition. A wait
+        that lasts is the deadlines' to end (spec.preRunningDeadlineSeconds,
+        activeDeadlineSeconds)."""
+        current = find_condition(self.conditions, SCHEDULED)
+        if unschedulable:
+            name, why = unschedulable[0]
+            more = f" (and {len(unschedulable) - 1} more pod(s))" if len(unschedulable) > 1 else ""
+            message = f"pod {name} cannot be scheduled: {why}"[:900] + more
+            if current is None or current.status != "False":
+                self.event("Unschedulable", message, warning=True)
+            self.cond(SCHEDULED, "False", "Unschedulable", message)
+        elif current is not None and current.status == "False":
+            self.cond(SCHEDULED, "True", "PodsScheduled", "every pod was placed on a node")
 
     def finished(self) -> bool:
         return is_finished(self.conditions)

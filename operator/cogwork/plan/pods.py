@@ -4,6 +4,7 @@ Pure; one place, so a TrainJob's pods and a LabelJob's cannot drift apart."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cogwork_sdk import contract as pod_contract
@@ -70,3 +71,13 @@ def hardened_pod(name: str, namespace: str, labels: dict[str, str],
     if service_account:
         full["serviceAccountName"] = service_account
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": full}
+
+
+def unschedulable_message(pod_status: Mapping[str, Any]) -> str | None:
+    """The scheduler's word on a pod it cannot place (PodScheduled=False, Unschedulable: too
+    little memory, GPUs no node has, a claim that does not exist); None otherwise."""
+    for condition in pod_status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
+                and condition.get("reason") == "Unschedulable":
+            return str(condition.get("message") or "unschedulable")
+    return None

@@ -27,8 +27,8 @@ class RenderSettings:
     default_namespace: str = "default"
     # Suffix of in-cluster Service names: <svc>.<ns>.<service_domain>.
     service_domain: str = "svc"
-    # The rendezvous store pod only hosts a TCPStore.
-    rdzv_cpu: str = "250m"
+    # The rendezvous store pod only hosts a TCPStore: small, so a LimitRange admits it.
+    rdzv_cpu: str = "100m"
     rdzv_memory: str = "512Mi"
     # Extra env for every training pod (e.g. COGWORK_STEP_DELAY_SECONDS in tests); users cannot
     # set COGWORK_* names themselves.

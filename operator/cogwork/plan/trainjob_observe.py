@@ -11,6 +11,7 @@ from cogwork_sdk import contract as pod_contract
 
 from cogwork.api import contract
 from cogwork.api.trainjob_spec import FailureAction, FailurePolicy, FailureRule
+from cogwork.plan.pods import unschedulable_message
 
 DISRUPTION_TARGET = "DisruptionTarget"  # set by eviction, preemption, taint manager, node GC
 # Pod-level reasons that mean "the platform took the pod away", not "the program failed".
@@ -36,6 +37,7 @@ class PodObservation:
     created: str | None = None  # creationTimestamp (RFC 3339 compares as text)
     annotations: Mapping[str, str] = field(default_factory=dict)
     message: str | None = None  # the main container's termination message, if it wrote one
+    unschedulable: str | None = None  # the scheduler's message while it cannot place the pod
 
 
 def _terminated(pod_status: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -75,6 +77,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation:
         ready="Ready" in true_conditions,
         created=metadata.get("creationTimestamp"),
         annotations=dict(metadata.get("annotations") or {}),
+        unschedulable=unschedulable_message(status),
         message=(str(terminated.get("message")).strip()[:1024] or None)
         if terminated.get("message") else None,
     )

@@ -106,6 +106,8 @@ class _Pass(Lifecycle[TrainJob]):
         self.scale()
         self.forward_stop()
         self.update_running()
+        self.report_scheduling([(p.name, p.unschedulable) for p in self.pods()
+                                if p.unschedulable and not p.deleting])
 
     # -- the kind's own work --------------------------------------------------------------
     def check_success(self) -> bool:
@@ -261,9 +263,8 @@ class _Pass(Lifecycle[TrainJob]):
     def ensure_dependencies(self) -> None:
         """Services and the checkpoint claim: created before pods; 409 if they exist."""
         self.out.create.extend(render.shared_objects(self.job, self.settings))
-        if not is_condition_true(self.conditions, "Created"):
-            self.cond("Created", "True", "ChildrenCreated", "services and pods created")
-            self.event("Created", "created rendezvous store, services and worker pods")
+        self.mark_created("ChildrenCreated", "services and pods created",
+                          "created rendezvous store, services and worker pods")
 
     def update_running(self) -> None:
         running = [p for p in self.workers.values() if p.phase == "Running" and not p.deleting]

@@ -194,11 +194,3 @@ def reconcile(job: TuneJob, experiment: dict[str, Any] | None, installed: bool,
     `installed` False: the Experiment CRD is not served)."""
     return _Pass(job, now, experiment, installed).run()
 
-
-def rejected(job: TuneJob, message: str, now: datetime) -> Actions:
-    """The apiserver or Katib's webhook refused the Experiment: not ready, retried later."""
-    one = _Pass(job, now)
-    one.not_ready("ExperimentRejected", message[:1000])
-    one.cond("Running", "False", "ExperimentRejected", message[:1000])
-    one.write_status()
-    return one.out

@@ -333,9 +333,3 @@ def test_failed_experiment_fails_the_tunejob() -> None:
     actions = katib_status.reconcile(tunejob(engine="katib"), body, True, NOW)
     assert conditions_of(actions.status)["Failed"] == ("True", "ExperimentMaxFailedTrialsReached")
     assert actions.status["phase"] == "Failed"
-
-
-def test_rejected_experiment_is_not_ready_not_failed() -> None:
-    actions = katib_status.rejected(tunejob(engine="katib"), "denied by the webhook", NOW)
-    assert conditions_of(actions.status)["EngineReady"] == ("False", "ExperimentRejected")
-    assert actions.status["phase"] == "Pending"
