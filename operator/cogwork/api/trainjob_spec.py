@@ -358,18 +358,59 @@ class EnvFromSource(SpecModel):
         return self
 
 
-class Toleration(SpecModel):
-    """A pod toleration (core/v1 Toleration)."""
+# Label syntax (apimachinery's IsQualifiedName, IsValidLabelValue): what the apiserver would
+# refuse on the pods is refused on the job at `kubectl apply`.
+LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY_PATTERN = ("^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     f"{LABEL_NAME}$")
+LABEL_VALUE_PATTERN = f"^({LABEL_NAME})?$"
+LABEL_KEY_RULES = ("keys must be qualified names: an optional DNS-subdomain prefix and '/', then "
+                   "at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric")
+LABEL_VALUE_RULES = ("values must be at most 63 alphanumerics, '-', '_' or '.', starting and "
+                     "ending alphanumeric, or empty")
+TOLERATION_EXISTS_VALUE = "value must be empty when operator is Exists"
+TOLERATION_EMPTY_KEY = "operator must be Exists when key is empty (it then matches every taint)"
+TOLERATION_SECONDS = "tolerationSeconds needs effect NoExecute"
+_TOLERATION = "spec.podTemplate.tolerations[]"  # CEL messages name the field; the path, the item
 
-    key: str | None = Field(default=None, max_length=316, description="Taint key; empty matches "
-                            "all keys (with operator Exists).")
+
+class Toleration(SpecModel):
+    """A pod toleration (core/v1 Toleration), checked as the apiserver checks the pods'."""
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || "
+            "self.value == ''", f"{_TOLERATION}: {TOLERATION_EXISTS_VALUE}"),
+        cel("(has(self.key) && self.key != '') || (has(self.operator) && "
+            "self.operator == 'Exists')", f"{_TOLERATION}: {TOLERATION_EMPTY_KEY}"),
+        cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            f"{_TOLERATION}: {TOLERATION_SECONDS}")))
+
+    key: str | None = Field(default=None, max_length=317, pattern=f"({LABEL_KEY_PATTERN})|^$",
+                            description="Taint key (a label key); empty matches all keys "
+                                        "(with operator Exists).")
     operator: Literal["Exists", "Equal"] | None = Field(
         default=None, description="Exists or Equal (Kubernetes default Equal).")
-    value: str | None = Field(default=None, max_length=256, description="Taint value (Equal).")
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE_PATTERN,
+                              description="Taint value (a label value; Equal).")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all effects.")
     toleration_seconds: int | None = Field(
         default=None, description="How long a NoExecute taint is tolerated.")
+
+    @model_validator(mode="after")
+    def _as_the_apiserver_checks(self) -> Self:
+        if self.operator == "Exists" and self.value:
+            raise ValueError(TOLERATION_EXISTS_VALUE)
+        if not self.key and self.operator != "Exists":
+            raise ValueError(TOLERATION_EMPTY_KEY)
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(TOLERATION_SECONDS)
+        return self
+
+
+def _label_keys(what: str) -> dict[str, str]:
+    return cel(f"self.all(k, k.size() <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
+               f"spec.podTemplate.{what}: {LABEL_KEY_RULES}")
 
 
 def _no_reserved_keys(what: str) -> dict[str, Any]:
@@ -377,10 +418,12 @@ def _no_reserved_keys(what: str) -> dict[str, Any]:
     return validations(cel(
         f"self.all(k, !k.startsWith('{prefix}'))",
         f"spec.podTemplate.{what}: keys starting with {prefix} are reserved for the operator",
-        reason="FieldValueForbidden"))
+        reason="FieldValueForbidden"), _label_keys(what))
 
 
 StringMap = dict[str, Annotated[str, Field(max_length=4096)]]
+# Labels and node selectors: label keys (checked by the field's CEL) to label values.
+LabelMap = dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]]
 # Free-form Kubernetes objects kept as written (x-kubernetes-preserve-unknown-fields): only
 # where nothing in them can grant privilege (affinity, label selectors), or for fields that
 # exist only to be refused (hostPath, projected).
@@ -721,14 +764,14 @@ class PodTemplate(SpecModel):
         "self.volumes.exists(v, v.name == m.name))",
         UNDECLARED_MOUNT, field_path=".volumeMounts")))
 
-    labels: StringMap | None = Field(
+    labels: LabelMap | None = Field(
         default=None, max_length=64, json_schema_extra=_no_reserved_keys("labels"),
         description="Extra pod labels. May change only while suspended (Kueue).")
     annotations: StringMap | None = Field(
         default=None, max_length=64, json_schema_extra=_no_reserved_keys("annotations"),
         description="Extra pod annotations. May change only while suspended (Kueue).")
-    node_selector: StringMap | None = Field(
-        default=None, max_length=64,
+    node_selector: LabelMap | None = Field(
+        default=None, max_length=64, json_schema_extra=validations(_label_keys("nodeSelector")),
         description="Worker nodeSelector. May change only while suspended (Kueue).")
     tolerations: list[Toleration] | None = Field(
         default=None, max_length=32, description="Pod tolerations. May change only while "
@@ -800,6 +843,12 @@ class PodTemplate(SpecModel):
             if bad:
                 raise ValueError(f"spec.podTemplate.{what}: keys starting with "
                                  f"{contract.RESERVED_KEY_PREFIX} are reserved: {bad}")
+        for what, mapping in (("labels", self.labels), ("annotations", self.annotations),
+                              ("nodeSelector", self.node_selector)):
+            bad = sorted(k for k in mapping or {}
+                         if len(k) > 317 or not re.match(LABEL_KEY_PATTERN, k))
+            if bad:
+                raise ValueError(f"spec.podTemplate.{what}: {LABEL_KEY_RULES}: {bad}")
         return self
 
     @model_validator(mode="after")

@@ -185,6 +185,38 @@ CREATE_CASES = [
     Case("env plain name", job(env=[{"name": "NCCL_DEBUG", "value": "INFO"}])),
     Case("reserved pod label", job(podTemplate={"labels": {"cogwork.dev/role": "x"}}),
          ["keys starting with cogwork.dev/ are reserved"]),
+    # -- what the apiserver would refuse on the pods is refused on the job ---------------------
+    Case("label value with a space", job(podTemplate={"labels": {"team": "a b"}}),
+         ["spec.podTemplate.labels.team"]),
+    Case("label value too long", job(podTemplate={"labels": {"team": "x" * 64}}),
+         ["spec.podTemplate.labels.team"]),
+    Case("label key with a space", job(podTemplate={"labels": {"my team": "a"}}),
+         ["spec.podTemplate.labels", "keys must be qualified names"]),
+    Case("annotation key with two slashes", job(podTemplate={"annotations": {"a/b/c": "x"}}),
+         ["spec.podTemplate.annotations", "keys must be qualified names"]),
+    Case("node selector value with a slash", job(podTemplate={"nodeSelector": {
+        "pool": "gpu/a100"}}), ["spec.podTemplate.nodeSelector.pool"]),
+    Case("labels, annotations and selectors as Kubernetes writes them", job(podTemplate={
+        "labels": {"app.kubernetes.io/name": "digits", "team": "", "v": "1.2_rc-3"},
+        "annotations": {"example.com/free-text": "any text at all: spaces, / and :"},
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}})),
+    Case("toleration Exists with a value", job(podTemplate={"tolerations": [
+        {"key": "gpu", "operator": "Exists", "value": "yes"}]}),
+         ["spec.podTemplate.tolerations[0]", "value must be empty when operator is Exists"]),
+    Case("toleration without a key and not Exists", job(podTemplate={"tolerations": [
+        {"operator": "Equal", "value": "x"}]}),
+         ["spec.podTemplate.tolerations[0]", "operator must be Exists when key is empty"]),
+    Case("tolerationSeconds without NoExecute", job(podTemplate={"tolerations": [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30}]}),
+         ["spec.podTemplate.tolerations[0]", "tolerationSeconds needs effect NoExecute"]),
+    Case("toleration value with a space", job(podTemplate={"tolerations": [
+        {"key": "gpu", "value": "a b"}]}), ["spec.podTemplate.tolerations[0].value"]),
+    Case("tolerations as Kubernetes writes them", job(podTemplate={"tolerations": [
+        {"operator": "Exists"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 30},
+        {"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]})),
     Case("failure rule with two matchers", job(failurePolicy={"rules": [
         {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]},
          "onPodConditions": ["DisruptionTarget"]}]}),
