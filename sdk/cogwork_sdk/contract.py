@@ -48,6 +48,9 @@ TERMINATION_MESSAGE_FILE = "/dev/termination-log"
 # not restart the worker group either (a restart from the checkpoint would diverge again).
 EXIT_NON_FINITE_LOSS = 86
 REASON_NON_FINITE_LOSS = "NonFiniteLoss"
+# spec.script.command names a program that is not in the image (a shell's code): the launcher
+# says so in the termination message instead of torchrun's traceback and generic exit 1.
+EXIT_COMMAND_NOT_FOUND = 127
 
 # -- the rendezvous store (a c10d TCPStore in its own pod) and the entry points ---------------
 

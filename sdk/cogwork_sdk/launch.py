@@ -11,6 +11,9 @@ rendezvous for every node when one agent fails for good, so a replacement pod (t
 RestartNode) could never join the group again and the survivors would fail too. Here the operator
 owns the group's lifetime; only a successful agent closes the rendezvous (so late joiners exit).
 
+A `--no-python` command that is not in the image ends the pod at once with exit code 127
+(contract.EXIT_COMMAND_NOT_FOUND) and "command not found: X" as its termination message.
+
 A worker that exits with contract.EXIT_NON_FINITE_LOSS (its loss became NaN or infinite) ends
 the agent without torchrun's in-pod restarts: restarted from the checkpoint, the run would
 diverge again (docs/pod-contract.md, "Divergence").
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sys
 import threading
 from typing import IO
@@ -35,9 +39,11 @@ from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
+from torch.distributed.run import get_args_parser
 from torch.distributed.run import main as torchrun_main
 
 from . import contract
+from .divergence import write_termination_message
 from .report import Reporter
 from .stdout_metrics import MetricLines, formats_from_env
 
@@ -131,7 +137,28 @@ def _stdout_metrics() -> StdoutMetrics | None:
     return StdoutMetrics(MetricLines(formats), reporter)
 
 
+def missing_command(argv: list[str]) -> str | None:
+    """With --no-python, the program torchrun would exec when it is not there: every worker
+    would fail to start with a traceback and torchrun would exit 1, naming nothing."""
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None  # torchrun reports its own usage errors
+    command = str(args.training_script)
+    if not args.no_python:
+        return None
+    if os.sep in command:
+        return None if os.path.isfile(command) and os.access(command, os.X_OK) else command
+    return None if shutil.which(command) else command
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = missing_command(sys.argv[1:] if argv is None else argv)
+    if missing is not None:
+        text = f"command not found: {missing} (spec.script.command)"
+        write_termination_message(text)
+        print(f"cogwork: {text}", file=sys.stderr, flush=True)
+        return contract.EXIT_COMMAND_NOT_FOUND
     DynamicRendezvousHandler.shutdown = _shutdown_unless_failing  # type: ignore[method-assign]
     LocalElasticAgent._monitor_workers = (  # type: ignore[method-assign]
         _monitor_without_restarting_a_divergence)

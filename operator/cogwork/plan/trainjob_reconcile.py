@@ -179,12 +179,13 @@ class _Pass(Lifecycle[TrainJob]):
                              pod_reason=reason)
                 return True
             if action == FailureAction.FAIL_JOB:
+                said = f": {pod.message}" if pod.message else ""  # e.g. command not found: X
                 self.fail_on(pod, "FailJob",
                              f"ExitCode{pod.exit_code}" if pod.exit_code is not None
                              else "PodFailed",
                              f"{pod.name} exited with code {pod.exit_code} "
-                             f"({pod.reason or 'Error'}): not retryable under "
-                             "spec.failurePolicy")
+                             f"({pod.reason or 'Error'}){said}; not retryable under "
+                             f"spec.failurePolicy; `kubectl logs {pod.name}` shows its output")
                 return True
             if action == FailureAction.IGNORE:
                 self.delete(pod)

@@ -133,6 +133,22 @@ def test_program_error_fails_job_and_stops_the_rest() -> None:
     assert actions.status["phase"] == "Failed"
 
 
+def test_a_missing_command_fails_the_job_saying_which_and_keeps_the_pod_for_its_logs() -> None:
+    pods = [pod("rdzv"), pod("worker", 0, "Failed", exit_code=127, reason="Error",
+                            message="command not found: trian.sh (spec.script.command)")]
+    actions = step(job({"activeNodes": [0]}), pods)
+    failed = cond(actions, "Failed")
+    assert failed["reason"] == "ExitCode127"
+    assert "exited with code 127 (Error): command not found: trian.sh" in failed["message"]
+    assert "kubectl logs digits-node-0" in failed["message"]
+    assert actions.delete_pods == ["digits-rdzv"]  # the failed worker stays: its logs
+    assert actions.create == []
+    # Finished: later passes keep it too and create nothing, until the TTL.
+    done = advance(job({"activeNodes": [0]}), actions)
+    later = step(done, [pods[1]], NOW + timedelta(minutes=5))
+    assert later.delete_pods == [] and later.create == []
+
+
 def test_diverged_worker_fails_the_job_with_its_own_reason_and_nothing_is_replaced() -> None:
     message = "non-finite loss nan at step 3 (epoch 0)"
     pods = [pod("rdzv"), pod("worker", 0, "Failed", exit_code=EXIT_NON_FINITE_LOSS,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cogwork_sdk import install
-from cogwork_sdk.contract import LAUNCHER_FILE, PROGRESS_PREFIX
+from cogwork_sdk.contract import EXIT_COMMAND_NOT_FOUND, LAUNCHER_FILE, PROGRESS_PREFIX
 from cogwork_sdk.stdout_metrics import DEFAULT_FORMATS
 
 WORKER = """
@@ -69,3 +69,22 @@ def test_launcher_without_metrics_format_reports_nothing_and_keeps_the_exit_code
     assert done.returncode == 7
     assert "epoch=1 loss=0.5 val_accuracy=0.75" in done.stdout
     assert PROGRESS_PREFIX not in done.stdout
+
+
+def test_a_command_that_is_not_in_the_image_exits_127_and_says_which(tmp_path: Path) -> None:
+    directory = tmp_path / "launcher"
+    install.install(directory)
+    message = tmp_path / "termination-log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COGWORK_")}
+    env["COGWORK_TERMINATION_MESSAGE_FILE"] = str(message)
+    for command in ("no-such-trainer", str(tmp_path / "bin" / "train.sh")):
+        done = subprocess.run(
+            [sys.executable, "-I", str(directory / LAUNCHER_FILE), "--standalone",
+             "--nnodes=1", "--nproc-per-node=1", "--no-python", command, "--epochs", "1"],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == EXIT_COMMAND_NOT_FOUND, done.stderr
+        assert message.read_text().strip() == \
+            f"command not found: {command} (spec.script.command)"
+        assert "Traceback" not in done.stderr
+    # A command that exists is started as before (its own exit code kept).
+    assert launch(directory, tmp_path, EXIT="3").returncode == 3

@@ -1,0 +1,70 @@
+"""A failed job keeps what a person needs to debug it: the failed worker's pod (so `kubectl
+logs` shows why) until spec.ttlSecondsAfterFinished, no child created after the job ended,
+and a command that is not in the image named in the condition with exit code 127."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from harness.jobs import Jobs, digits_job
+
+pytestmark = pytest.mark.cluster
+
+FAILING = ("import sys; print('loading shard 7', flush=True); "
+           "sys.exit('bad shard 7: checksum mismatch')")
+
+
+def script_job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    job = digits_job(name)
+    del job["spec"]["task"], job["spec"]["data"], job["spec"]["checkpoint"]
+    job["spec"].update({
+        "script": {"command": command},
+        "nodes": {"min": 1, "max": 1},
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "rendezvous": {"joinTimeoutSeconds": 120, "lastCallTimeoutSeconds": 1, "maxRestarts": 0},
+        **spec,
+    })
+    return job
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def pods_of(jobs: Jobs, name: str) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in jobs.pods(f"cogwork.dev/job-name={name}")}
+
+
+def test_a_failed_worker_keeps_its_pod_and_logs_until_the_ttl(jobs: Jobs) -> None:
+    jobs.apply(script_job("broken", ["python", "-c", FAILING], ttlSecondsAfterFinished=25))
+    status = jobs.wait_phase("broken", "Failed", "Succeeded", timeout=180)
+    failed = condition(status, "Failed")
+    assert status["phase"] == "Failed" and failed["reason"] == "ExitCode1", status
+    assert "kubectl logs broken-node-0" in failed["message"]
+
+    time.sleep(5)  # what a pass after the failure would still delete or create
+    pods = pods_of(jobs, "broken")
+    assert pods["broken-node-0"]["status"]["phase"] == "Failed"
+    logs = jobs.cluster.kubectl("logs", "-n", jobs.namespace, "broken-node-0").stdout
+    assert "loading shard 7" in logs and "bad shard 7: checksum mismatch" in logs
+    # Nothing was created after the job ended (a store pod made again, a replacement).
+    ended = status["completionTime"]
+    assert all(p["metadata"]["creationTimestamp"] <= ended for p in pods.values()), pods
+
+    # The TTL deletes the job; garbage collection takes the pods with it.
+    jobs.wait_for("the TTL to delete the job", lambda: jobs.cluster.kubectl(
+        "get", "trainjob", "broken", "-n", jobs.namespace, check=False).returncode != 0,
+        timeout=120)
+    jobs.wait_for("its pods to go", lambda: not pods_of(jobs, "broken"), timeout=120)
+
+
+def test_a_command_that_is_not_in_the_image_is_named_with_exit_code_127(jobs: Jobs) -> None:
+    jobs.apply(script_job("typo", ["trian.sh", "--epochs", "1"]))
+    status = jobs.wait_phase("typo", "Failed", "Succeeded", timeout=180)
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "ExitCode127", status
+    assert "command not found: trian.sh (spec.script.command)" in failed["message"]
+    assert status["lastFailure"]["exitCode"] == 127
+    assert "typo-node-0" in pods_of(jobs, "typo")
