@@ -249,6 +249,26 @@ ConditionList = Annotated[
 ]
 
 
+class TunedValue(StatusModel):
+    """One parameter of a TuneJob's best trial and where it goes: a spec field or an env
+    variable, exactly as the TuneJob wrote it into its trials."""
+
+    name: str = Field(description="The TuneJob's parameter name.")
+    field: str | None = Field(default=None, description="The spec field it sets "
+                                                        "(task.learningRate, ...).")
+    env: str | None = Field(default=None, description="The env variable it sets.")
+    value: str = Field(description="Its value, as text.")
+
+
+class TunedFrom(StatusModel):
+    """The parameters a `fromTuneJob` reference resolved to, kept once the job started so the
+    job no longer needs the TuneJob (it may be deleted) and never changes under a run."""
+
+    tune_job: str = Field(description="The TuneJob.")
+    trial: str = Field(description="Its best trial (a TrainJob).")
+    values: list[TunedValue] = Field(default_factory=list, description="The parameters.")
+
+
 class JobStatus(StatusModel):
     """What the shared lifecycle (plan/lifecycle.py) writes on every kind."""
 

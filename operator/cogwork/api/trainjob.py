@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from cogwork.api.common import (
     DNS_1035_LABEL,
     CustomResource,
+    DnsName,
     PrinterColumn,
     ScaleSubresource,
     SpecModel,
@@ -54,7 +55,8 @@ def _spec_validations() -> dict[str, Any]:
                  "podTemplate.topologySpreadConstraints", "podTemplate.volumes",
                  "podTemplate.volumeMounts", "podTemplate.shmSize", "podTemplate.securityContext",
                  "podTemplate.readOnlyRootFilesystem", "checkpoint", "failurePolicy",
-                 "rendezvous", "activeDeadlineSeconds", "preRunningDeadlineSeconds"]
+                 "rendezvous", "activeDeadlineSeconds", "preRunningDeadlineSeconds",
+                 "fromTuneJob"]
     while_suspended = ["podTemplate.nodeSelector", "podTemplate.tolerations",
                        "podTemplate.labels", "podTemplate.annotations"]
     suspended = "(has(self.suspend) && self.suspend) || (has(oldSelf.suspend) && oldSelf.suspend)"
@@ -91,6 +93,12 @@ class TrainJobSpec(SpecModel):
                                   "script; requires data).")
     script: ScriptSpec | None = Field(default=None, description="User code (exclusive with task).")
     data: DataSpec | None = Field(default=None, description="Training data; required with task.")
+    from_tune_job: DnsName | None = Field(
+        default=None, description="A TuneJob in this namespace whose best trial's parameters "
+                                  "this job takes once it Succeeded, each written where the "
+                                  "TuneJob's spec.parameters put them (a task field or an env "
+                                  "variable); the rest of the spec is this job's own. The job "
+                                  "waits for it, and fails if it fails.")
     nodes: NodesSpec = Field(default_factory=NodesSpec, json_schema_extra=defaults_of(NodesSpec),
                              description="Elastic node range and desired count.")
     nproc_per_node: int = Field(default=1, ge=1, le=64,

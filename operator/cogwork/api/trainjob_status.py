@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cogwork.api.common import ConditionList, JobStatus, StatusModel
+from cogwork.api.common import ConditionList, JobStatus, StatusModel, TunedFrom
 
 Phase = Literal["Pending", "Suspended", "Running", "Restarting", "Succeeded", "Failed"]
 
@@ -128,6 +128,9 @@ class TrainJobStatus(JobStatus):
     metrics: MetricsStatus | None = Field(default=None, description="Reported metrics.")
     evaluation: EvaluationStatus | None = Field(default=None, description="Final evaluation.")
     artifacts: ArtifactsStatus | None = Field(default=None, description="Outputs.")
+    tuned_from: TunedFrom | None = Field(
+        default=None, description="What spec.fromTuneJob resolved to: the parameters this job "
+                                  "runs with.")
     last_checkpoint_step: int | None = Field(default=None,
                                              description="Step of the last reported checkpoint.")
     checkpoint_request: CheckpointRequest | None = Field(

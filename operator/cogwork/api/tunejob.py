@@ -19,6 +19,7 @@ from cogwork.api.common import (
     PrinterColumn,
     SpecModel,
     StatusModel,
+    TunedFrom,
     cel,
     cel_unchanged,
     defaults_of,
@@ -197,6 +198,9 @@ class ParetoTrial(StatusModel):
 class TuneJobStatus(JobStatus):
     """Observed state of a TuneJob, written only by the operator."""
 
+    tuned_from: TunedFrom | None = Field(
+        default=None, description="What spec.trialTemplate.fromTuneJob resolved to: the "
+                                  "parameters every trial starts from.")
     phase: Phase | None = Field(default=None, description="Summary of the conditions: Pending, "
                                 "Suspended, Running, Succeeded or Failed.")
     conditions: ConditionList = Field(default_factory=list,
@@ -230,11 +234,15 @@ class TuneJob(StatusModel):
     def _short_name(self) -> Self:
         if len(self.metadata.name) > MAX_NAME_LENGTH:
             raise ValueError(NAME_LENGTH_MESSAGE)
+        if self.spec.trial_template.from_tune_job == self.metadata.name:
+            raise ValueError(SELF_REFERENCE_MESSAGE)
         return self
 
 
 NAME_PATTERN_MESSAGE = ("metadata.name must be a DNS-1035 label (lowercase letters, digits and "
                         "'-', starting with a letter): trials are TrainJobs named after it")
+SELF_REFERENCE_MESSAGE = ("spec.trialTemplate.fromTuneJob names this TuneJob: a search cannot "
+                          "start from its own best trial")
 NAME_LENGTH_MESSAGE = (f"metadata.name must be at most {MAX_NAME_LENGTH} characters: trial "
                        "TrainJobs <name>-t<index> must fit in 54")
 
@@ -259,5 +267,8 @@ TUNEJOB_RESOURCE = CustomResource(
     ),
     root_validations=(
         *name_rules(MAX_NAME_LENGTH, NAME_PATTERN_MESSAGE, NAME_LENGTH_MESSAGE),
+        cel("!has(self.spec.trialTemplate.fromTuneJob) || "
+            "self.spec.trialTemplate.fromTuneJob != self.metadata.name",
+            SELF_REFERENCE_MESSAGE, field_path=".spec.trialTemplate.fromTuneJob"),
     ),
 )

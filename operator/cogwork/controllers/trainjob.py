@@ -13,19 +13,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from cogwork import kube
 from cogwork.api import contract
-from cogwork.api.common import GROUP, VERSION
+from cogwork.api.common import GROUP, VERSION, TunedFrom, to_wire
 from cogwork.api.labeljob import LABELJOB_RESOURCE
-from cogwork.api.trainjob import TRAINJOB_RESOURCE, TrainJob
+from cogwork.api.trainjob import TRAINJOB_RESOURCE, TrainJob, TrainJobSpec
+from cogwork.api.tunejob import TUNEJOB_RESOURCE
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
-from cogwork.plan.labeljob_refs import DataResolution, resolve_dataset, waiting_for_data_status
-from cogwork.plan.lifecycle import is_finished
+from cogwork.plan.labeljob_refs import WAITING_FOR_DATA, DataResolution, resolve_dataset
+from cogwork.plan.lifecycle import Event, failed_status, is_finished, waiting_status
 from cogwork.plan.trainjob_observe import PodObservation, observe_pod
 from cogwork.plan.trainjob_reconcile import reconcile
 from cogwork.plan.trainjob_render import expected_pod_names, job_labels
+from cogwork.plan.tunejob_refs import (
+    REFERENCE_FAILED,
+    WAITING_FOR_PARAMETERS,
+    TunedResolution,
+    describe,
+    resolve_tuned,
+    tuned_spec,
+)
 
 log = logging.getLogger(__name__)
 CONTROLLER = "trainjob"
@@ -55,14 +65,54 @@ async def trainjob_changed(type: str | None, namespace: str, name: str, body: ko
 async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], job: TrainJob
                          ) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
-    data = await resolve_data(job, namespace)
+    tuned = await resolve_parameters(job, namespace)
+    if tuned.failed is not None:
+        return await fail_on_reference(namespace, name, snapshot, job, tuned.failed)
+    if tuned.waiting is not None:
+        return await wait_for_input(namespace, name, snapshot, job, tuned.waiting,
+                                    WAITING_FOR_PARAMETERS)
+    effective = job
+    if tuned.tuned is not None:
+        try:
+            effective = with_tuned(job, tuned.tuned)
+        except ValidationError as err:
+            return await fail_on_reference(namespace, name, snapshot, job,
+                                           f"spec.fromTuneJob={job.spec.from_tune_job}: "
+                                           f"{runtime.invalid_message(err)}")
+    data = await resolve_data(effective, namespace)
+    if data.failed is not None:
+        return await fail_on_reference(namespace, name, snapshot, job, data.failed)
     if data.waiting is not None:
-        return await wait_for_data(namespace, name, snapshot, job, data.waiting)
-    pods = await observed_pods(namespace, name, job)
-    actions = reconcile(job, pods, datetime.now(UTC), runtime.render_settings(), data.location)
+        return await wait_for_input(namespace, name, snapshot, job, data.waiting)
+    pods = await observed_pods(namespace, name, effective)
+    actions = reconcile(effective, pods, datetime.now(UTC), runtime.render_settings(),
+                        data.location)
+    if tuned.tuned is not None and job.status.tuned_from is None:
+        actions.status.set(tuned_from=tuned.tuned)  # from now on the job never reads it again
+        actions.events.append(Event("Normal", "ParametersResolved", describe(tuned.tuned)))
     applied = await runtime.apply(TRAINJOB_RESOURCE, namespace, name, snapshot, actions,
                                   groups=store_then_workers)
     return runtime.pass_result(CONTROLLER, actions, applied)
+
+
+async def resolve_parameters(job: TrainJob, namespace: str) -> TunedResolution:
+    """spec.fromTuneJob: kept in status once resolved; read from the TuneJob until then."""
+    source = job.spec.from_tune_job
+    if source is None:
+        return TunedResolution()
+    if job.status.tuned_from is not None:
+        return TunedResolution(job.status.tuned_from)
+    if is_finished(job.status.conditions):
+        return TunedResolution()
+    tunejob = await kube.get_custom(TUNEJOB_RESOURCE.plural, namespace, source)
+    return resolve_tuned(f"spec.fromTuneJob={source}", ("TrainJob", job.metadata.name), tunejob)
+
+
+def with_tuned(job: TrainJob, tuned: TunedFrom) -> TrainJob:
+    """The job as it runs: its spec with the tuned values written in (ValidationError if a
+    value does not fit this job's field)."""
+    spec = TrainJobSpec.model_validate(tuned_spec(to_wire(job.spec), tuned))
+    return job.model_copy(update={"spec": spec})
 
 
 async def observed_pods(namespace: str, name: str, job: TrainJob) -> list[PodObservation]:
@@ -85,13 +135,23 @@ async def resolve_data(job: TrainJob, namespace: str) -> DataResolution:
     return resolve_dataset(job, labeljob)
 
 
-async def wait_for_data(namespace: str, name: str, body: dict[str, Any], job: TrainJob,
-                        message: str) -> float:
-    """Nothing starts before the data exists: say so in a condition and look again soon."""
-    status = waiting_for_data_status(job, message, datetime.now(UTC))
+async def wait_for_input(namespace: str, name: str, body: dict[str, Any], job: TrainJob,
+                         message: str, reason: str = WAITING_FOR_DATA) -> float:
+    """Nothing starts before its inputs exist: say so in a condition and look again soon."""
+    status = waiting_status(job, reason, message, datetime.now(UTC))
     if runtime.status_changed(body.get("status") or {}, status):
         await kube.patch_custom_status(PLURAL, namespace, name, status)
     return DATA_RECHECK_S
+
+
+async def fail_on_reference(namespace: str, name: str, body: dict[str, Any], job: TrainJob,
+                            message: str) -> float:
+    """A reference that can never resolve (it failed, a cycle) fails the job, naming it."""
+    status = failed_status(job.status.conditions, REFERENCE_FAILED, message,
+                           job.metadata.generation, datetime.now(UTC))
+    await kube.patch_custom_status(PLURAL, namespace, name, status)
+    kopf.warn(body, reason=REFERENCE_FAILED, message=message)  # type: ignore[arg-type]
+    return runtime.INVALID_RECHECK_S
 
 
 def store_then_workers(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -15,17 +15,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from cogwork import kube
-from cogwork.api.common import GROUP, VERSION
-from cogwork.api.trainjob import TRAINJOB_RESOURCE
+from cogwork.api.common import GROUP, VERSION, to_wire
+from cogwork.api.trainjob import TRAINJOB_RESOURCE, TrainJobSpec
 from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime, tunejob_katib
+from cogwork.plan.lifecycle import failed_status, is_finished, waiting_status
 from cogwork.plan.tunejob_observe import LABEL_TUNEJOB, observe_trial
 from cogwork.plan.tunejob_reconcile import reconcile
+from cogwork.plan.tunejob_refs import (
+    REFERENCE_FAILED,
+    WAITING_FOR_PARAMETERS,
+    describe,
+    resolve_tuned,
+    tuned_spec,
+)
 
 log = logging.getLogger(__name__)
 CONTROLLER = "tunejob"
+WAITING_RECHECK_S = 5.0  # how often a TuneJob waiting for its fromTuneJob looks again
 
 
 @kopf.on.event(GROUP, VERSION, TRAINJOB_RESOURCE.plural,  # type: ignore[arg-type]
@@ -50,6 +60,11 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
                          experiments: tunejob_katib.ExperimentIndex | None = None
                          ) -> float | None:
     """One pass; returns seconds until the next one, or None when the job is gone."""
+    if job.spec.trial_template.from_tune_job is not None:
+        resolved = await with_tuned_template(namespace, name, snapshot, job)
+        if not isinstance(resolved, TuneJob):
+            return resolved
+        job = resolved
     if job.spec.engine == "katib":
         return await tunejob_katib.reconcile_once(namespace, name, snapshot, job, experiments)
     objective, pruner = job.spec.objective, job.spec.pruner
@@ -69,3 +84,48 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
     applied = await runtime.apply(TUNEJOB_RESOURCE, namespace, name, snapshot, actions)
     return runtime.pass_result(CONTROLLER, actions, applied)
 
+
+async def with_tuned_template(namespace: str, name: str, body: dict[str, Any], job: TuneJob
+                              ) -> TuneJob | float:
+    """spec.trialTemplate.fromTuneJob (a narrowing second search): the job with its template
+    starting from the referenced TuneJob's best parameters, or, while that is not there, the
+    delay until the next pass (the status says why; a reference that can never resolve fails
+    the job). Kept in status.tunedFrom once resolved; trials never carry the reference."""
+    field = f"spec.trialTemplate.fromTuneJob={job.spec.trial_template.from_tune_job}"
+    now = datetime.now(UTC)
+    tuned = job.status.tuned_from
+    if tuned is None and not is_finished(job.status.conditions):
+        source = await kube.get_custom(TUNEJOB_RESOURCE.plural, namespace,
+                                       str(job.spec.trial_template.from_tune_job))
+        resolution = resolve_tuned(field, ("TuneJob", name), source)
+        if resolution.failed is not None:
+            return await _fail(namespace, name, body, job, resolution.failed)
+        if resolution.waiting is not None:
+            status = waiting_status(job, WAITING_FOR_PARAMETERS, resolution.waiting, now)
+            if runtime.status_changed(body.get("status") or {}, status):
+                await kube.patch_custom_status(TUNEJOB_RESOURCE.plural, namespace, name, status)
+            return WAITING_RECHECK_S
+        tuned = resolution.tuned
+        assert tuned is not None
+        await kube.patch_custom_status(TUNEJOB_RESOURCE.plural, namespace, name,
+                                       {"tunedFrom": to_wire(tuned)})
+        kopf.info(body, reason="ParametersResolved", message=describe(tuned))  # type: ignore[arg-type]
+    if tuned is None:  # finished before it ever resolved: nothing starts again
+        return job
+    template = tuned_spec(to_wire(job.spec.trial_template), tuned)
+    template.pop("fromTuneJob", None)  # trials start from these values; they search the rest
+    try:
+        spec = job.spec.model_copy(update={
+            "trial_template": TrainJobSpec.model_validate(template)})
+    except ValidationError as err:
+        return await _fail(namespace, name, body, job, f"{field}: {runtime.invalid_message(err)}")
+    return job.model_copy(update={"spec": spec})
+
+
+async def _fail(namespace: str, name: str, body: dict[str, Any], job: TuneJob, message: str
+                ) -> float:
+    status = failed_status(job.status.conditions, REFERENCE_FAILED, message,
+                           job.metadata.generation, datetime.now(UTC))
+    await kube.patch_custom_status(TUNEJOB_RESOURCE.plural, namespace, name, status)
+    kopf.warn(body, reason=REFERENCE_FAILED, message=message)  # type: ignore[arg-type]
+    return runtime.INVALID_RECHECK_S

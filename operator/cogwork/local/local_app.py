@@ -54,6 +54,10 @@ def check_runnable(job: TrainJob) -> None:
         raise LocalPlanError(
             f"spec.data.fromLabelJob={data.from_label_job!r} is resolved by the operator; "
             "locally give spec.data.path (the LabelJob's output .npz)")
+    if job.spec.from_tune_job is not None:
+        raise LocalPlanError(
+            f"spec.fromTuneJob={job.spec.from_tune_job!r} is resolved by the operator; locally "
+            "write the TuneJob's best parameters (its status.bestTrial.params) into the spec")
     for i, env in enumerate(job.spec.env):
         if env.value_from is not None:
             raise LocalPlanError(

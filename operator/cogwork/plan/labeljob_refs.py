@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from cogwork.api.common import Condition, set_condition, to_wire
 from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.labeljob_render import output_claim_name, output_path, pod_model
@@ -36,8 +34,11 @@ class ModelResolution:
 
 @dataclass(frozen=True)
 class DataResolution:
+    """At most one of: where the data is, what the job waits for, why it can never have it."""
+
     location: DataLocation | None = None
     waiting: str | None = None
+    failed: str | None = None
 
 
 def _terminal(doc: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -65,7 +66,7 @@ def resolve_model(job: LabelJob, trainjob: Mapping[str, Any] | None) -> ModelRes
     generation = ((trainjob or {}).get("metadata") or {}).get("generation")
     return trainjob_model(f"spec.model.fromTrainJob={model.from_train_job}",
                           str(model.from_train_job), trainjob, model_version(job, generation),
-                          *trainjob_file(job))
+                          *trainjob_file(job), referrer=job.metadata.name)
 
 
 def trainjob_file(job: LabelJob) -> tuple[str, str]:
@@ -78,11 +79,16 @@ def trainjob_file(job: LabelJob) -> tuple[str, str]:
 
 
 def trainjob_model(field: str, name: str, trainjob: Mapping[str, Any] | None, version: str,
-                   path: str = MODEL_FILE, model_format: str = "cogwork") -> ModelResolution:
+                   path: str = MODEL_FILE, model_format: str = "cogwork",
+                   referrer: str | None = None) -> ModelResolution:
     """The model file (`path`, default model.pt) a TrainJob left on its checkpoint claim, once
     it Succeeded; `field` names the reference in what the job waits for."""
     if trainjob is None:
         return ModelResolution(waiting=f"{field}: TrainJob not found (yet)")
+    if referrer is not None and \
+            ((trainjob.get("spec") or {}).get("data") or {}).get("fromLabelJob") == referrer:
+        return ModelResolution(failed=f"{field}: reference cycle: TrainJob {name}'s "
+                                      f"spec.data.fromLabelJob names this LabelJob")
     state, message = _terminal(trainjob)
     if state == "Failed":
         return ModelResolution(failed=f"{field}: the TrainJob failed: {message}")
@@ -104,7 +110,11 @@ def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> 
         return DataResolution(waiting=f"{field}: LabelJob not found (yet)")
     state, message = _terminal(labeljob)
     if state == "Failed":
-        return DataResolution(waiting=f"{field}: the LabelJob failed: {message}")
+        return DataResolution(failed=f"{field}: the LabelJob failed: {message}")
+    spec = labeljob.get("spec") or {}
+    if (spec.get("model") or {}).get("fromTrainJob") == train_job.metadata.name:
+        return DataResolution(failed=f"{field}: reference cycle: LabelJob {data.from_label_job}'s "
+                                     f"spec.model.fromTrainJob names this TrainJob")
     if state != "Succeeded":
         return DataResolution(waiting=f"{field}: waiting for the LabelJob to succeed "
                                       f"(phase {_phase(labeljob)})")
@@ -114,13 +124,3 @@ def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> 
         return DataResolution(waiting=f"{field}: the LabelJob is invalid: {err.errors()[0]['msg']}")
     return DataResolution(DataLocation(output_path(source, DATASET_FILE),
                                        output_claim_name(source)))
-
-
-def waiting_for_data_status(train_job: TrainJob, message: str, now: datetime
-                            ) -> dict[str, Any]:
-    """The TrainJob's status while its data is not there: Created=False, nothing started."""
-    conditions: list[Condition] = set_condition(
-        train_job.status.conditions, "Created", "False", WAITING_FOR_DATA, message,
-        observed_generation=train_job.metadata.generation, now=now)
-    return {"observedGeneration": train_job.metadata.generation, "phase": "Pending",
-            "conditions": [to_wire(c) for c in conditions]}

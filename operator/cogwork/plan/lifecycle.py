@@ -100,6 +100,17 @@ def failed_status(conditions: Sequence[Condition], reason: str, message: str,
             "conditions": [to_wire(c) for c in with_kstatus(failed, "Failed", generation, now)]}
 
 
+def waiting_status(job: Job, reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """The status patch of a job that waits for an input (its data, its model, its
+    parameters) before any child exists: Created=False with `reason`, phase Pending."""
+    generation = job.metadata.generation
+    conditions = set_condition(job.status.conditions, CREATED, "False", reason, message,
+                               observed_generation=generation, now=now)
+    return {"observedGeneration": generation, "phase": "Pending",
+            "conditions": [to_wire(c) for c in with_kstatus(conditions, "Pending", generation,
+                                                           now)]}
+
+
 class Event(NamedTuple):
     """A Kubernetes Event on the job (a tuple too: (type, reason, message))."""
 

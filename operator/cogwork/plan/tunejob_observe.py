@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cogwork.api.common import TunedValue
 from cogwork.api.tunejob_spec import CHOICE_FIELDS, DECIMAL_FIELDS, INTEGER_FIELDS, Parameter
 
 LABEL_TUNEJOB = "cogwork.dev/tunejob"
@@ -213,22 +215,32 @@ def value_text(value: ParamValue) -> str:
 def apply_params(template: dict[str, Any], parameters: list[Parameter],
                  params: dict[str, ParamValue]) -> dict[str, Any]:
     """The trial's TrainJob spec: the template with each parameter written to its field/env."""
+    return apply_values(template, tuned_values(parameters, params))
+
+
+def tuned_values(parameters: list[Parameter], params: Mapping[str, ParamValue]
+                 ) -> list[TunedValue]:
+    """Each parameter `params` has a value for, with where it goes and its value as text."""
+    return [TunedValue(name=p.name, field=p.field, env=p.env, value=value_text(params[p.name]))
+            for p in parameters if p.name in params]
+
+
+def apply_values(template: dict[str, Any], values: list[TunedValue]) -> dict[str, Any]:
+    """A TrainJob spec with each value written to its field (typed as the field is) or env."""
     spec = copy.deepcopy(template)
-    for parameter in parameters:
-        if parameter.name not in params:
+    for value in values:
+        if value.env is not None:
+            env = [e for e in spec.get("env") or [] if e.get("name") != value.env]
+            spec["env"] = [*env, {"name": value.env, "value": value.value}]
             continue
-        value = params[parameter.name]
-        if parameter.env is not None:
-            env = [e for e in spec.get("env") or [] if e.get("name") != parameter.env]
-            spec["env"] = [*env, {"name": parameter.env, "value": value_text(value)}]
+        if value.field is None:
             continue
-        assert parameter.field is not None  # the model guarantees field xor env
-        section, key = parameter.field.split(".", 1)
+        section, key = value.field.split(".", 1)
         target = spec.setdefault(section, {})
-        if parameter.field in INTEGER_FIELDS:
-            target[key] = int(value)
-        elif parameter.field in DECIMAL_FIELDS or parameter.field in CHOICE_FIELDS:
-            target[key] = value_text(value)
+        if value.field in INTEGER_FIELDS:
+            target[key] = int(float(value.value))
+        elif value.field in DECIMAL_FIELDS or value.field in CHOICE_FIELDS:
+            target[key] = value.value
     return spec
 
 

@@ -15,9 +15,9 @@ from cogwork.plan.labeljob_refs import (
     ModelResolution,
     resolve_dataset,
     resolve_model,
-    waiting_for_data_status,
 )
 from cogwork.plan.labeljob_steps import ModelRef
+from cogwork.plan.lifecycle import waiting_status
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob_render import worker_pod
 
@@ -247,8 +247,9 @@ def test_trainjob_waits_for_the_labeljob_then_trains_on_its_dataset() -> None:
     running = {"status": {"phase": "Running", "conditions": []}}
     waiting = resolve_dataset(train, running)
     assert waiting.location is None and "spec.data.fromLabelJob=lj" in (waiting.waiting or "")
-    status = waiting_for_data_status(train, waiting.waiting or "", NOW)
+    status = waiting_status(train, "WaitingForData", waiting.waiting or "", NOW)
     assert status["conditions"][0]["reason"] == "WaitingForData"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Stalled"] == "False"
     finished = labeljob(status={"conditions": [{"type": "Succeeded", "status": "True"}]})
     location = resolve_dataset(train, finished.model_dump(mode="json", by_alias=True)).location
     assert location is not None
@@ -401,3 +402,18 @@ def test_a_model_that_does_not_fit_the_pool_fails_the_job_naming_spec_model() ->
     again = reconcile(labeljob(model=ENTRYPOINT, status=actions.status, **OWN_POOL), [],
                       resolve_model(job, None), NOW + timedelta(minutes=5), SETTINGS)
     assert again.create == [] and again.status["phase"] == "Failed"
+
+
+def test_a_failed_labeljob_fails_the_trainjob_and_a_cycle_is_refused() -> None:
+    train = trainjob_on("lj")
+    failed = labeljob(status={"conditions": [{"type": "Failed", "status": "True",
+                                              "message": "no model"}]})
+    resolution = resolve_dataset(train, failed.model_dump(mode="json", by_alias=True))
+    assert resolution.failed == "spec.data.fromLabelJob=lj: the LabelJob failed: no model"
+    assert resolution.waiting is None and resolution.location is None
+    # tj trains on lj's labels and lj labels with tj's model: neither could ever start.
+    cycle = labeljob(model={"fromTrainJob": "tj"}).model_dump(mode="json", by_alias=True)
+    assert "reference cycle" in (resolve_dataset(train, cycle).failed or "")
+    back = resolve_model(labeljob(model={"fromTrainJob": "tj"}), train.model_dump(
+        mode="json", by_alias=True))
+    assert back.failed is not None and "reference cycle" in back.failed
