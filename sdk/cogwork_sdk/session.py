@@ -15,6 +15,7 @@ from typing import Any
 
 from . import contract, dist, divergence
 from .control import Control, Decision
+from .files import replace_atomically, write_text_atomically
 from .progress import ProgressClock
 from .report import Reporter
 
@@ -142,9 +143,7 @@ class Session:
                                       "path": str(path) if path is not None else None}
             if token or self.control.handled_token:  # the request this checkpoint answered
                 record["request"] = token or self.control.handled_token
-            tmp = self.checkpoint_dir / (LATEST_FILE + ".tmp")
-            tmp.write_text(json.dumps(record) + "\n")
-            os.replace(tmp, self.checkpoint_dir / LATEST_FILE)
+            write_text_atomically(self.checkpoint_dir / LATEST_FILE, json.dumps(record) + "\n")
             self.control.mark_handled(token)
             self.reporter.emit(contract.EVENT_CHECKPOINT, checkpointRequest=token, **self._fields())
 
@@ -187,9 +186,7 @@ class Session:
         path = self.checkpoint_dir / f"step-{step}.pt"
         if dist.rank() == 0:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            replace_atomically(path, lambda tmp: torch.save(state, tmp))
         dist.barrier()
         self.checkpoint_saved(step, path)
         if dist.rank() == 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cogwork_sdk.files import fsync_dir, write_text_atomically
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
@@ -83,27 +84,7 @@ def _complete_steps(root: Path) -> list[int]:
 
 
 def _write_latest(root: Path, step: int) -> None:
-    tmp = root / f".{LATEST}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{step}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / LATEST)
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename durable; some filesystems (and all of Windows) cannot open directories.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_text_atomically(root / LATEST, f"{step}\n", durable=True)
 
 
 def _prune(root: Path, keep: int, current: int) -> None:
@@ -143,7 +124,7 @@ def save(
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         _write_latest(root, state.step)
         _prune(root, keep, state.step)
         log.info("checkpoint step %d saved to %s", state.step, final)

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from cogwork_sdk import contract, divergence
 from cogwork_sdk.control import Control
+from cogwork_sdk.files import write_text_atomically
 from cogwork_sdk.progress import ProgressClock
 from cogwork_sdk.report import Reporter
 from torch import nn
@@ -59,9 +60,7 @@ class Heartbeat:
             return
         self._last = now
         try:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(f"{step} {time.time():.3f}\n")
-            os.replace(tmp, self.path)
+            write_text_atomically(self.path, f"{step} {time.time():.3f}\n")
         except OSError as e:  # never fail training for the probe's sake
             log.debug("heartbeat: %s", e)
 
@@ -106,9 +105,7 @@ def _metrics(loss: float | None, val_accuracy: float | None, parameters: int
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(doc, indent=2) + "\n")
 
 
 class Trainer:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogwork_sdk.files import replace_atomically
+
 from .known import HUMAN_LABELS_FILE
 from .outputs import FROM_NAME
 
@@ -146,12 +148,13 @@ def merge_human_labels(path: Path, fresh: dict[str, str], round_: int | None = N
     for item, label in fresh.items():
         if current.get(item, ("", ""))[0] != label:
             current[item] = (label, stamp)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["item_id", "label", "round"])
-        writer.writerows((item, label, r) for item, (label, r) in sorted(current.items()))
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["item_id", "label", "round"])
+            writer.writerows((item, label, r) for item, (label, r) in sorted(current.items()))
+
+    replace_atomically(path, write)
     return len(current)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from cogwork_sdk.files import replace_atomically
 
 from .label_errors import LabelIssue
 
@@ -42,9 +42,7 @@ class LabelRow:
 
 
 def _replace(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    replace_atomically(path, write)
 
 
 def write_labels_table(path: Path, rows: Iterable[LabelRow]) -> None:

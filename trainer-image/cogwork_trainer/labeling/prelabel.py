@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from cogwork_sdk.files import replace_atomically
 
 from . import cli, known
 from .config import LabelConfig, LabelConfigError, from_env
@@ -131,11 +132,10 @@ def score_shard(pool: Pool, model: Scorer, index: int, count: int, batch_size: i
 def write_shard(output: str | Path, shard: Shard) -> Path:
     path = shard_path(output, shard.round, shard.index, shard.count)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez keeps a name ending in .npz
-    np.savez(tmp, start=shard.start, stop=shard.stop, probs=shard.probs,
-             seconds=shard.seconds, model_version=shard.model_version, round=shard.round)
-    os.replace(tmp, path)
-    return path
+    # np.savez adds .npz to a name that does not end in it.
+    return replace_atomically(path, lambda tmp: np.savez(
+        tmp, start=shard.start, stop=shard.stop, probs=shard.probs, seconds=shard.seconds,
+        model_version=shard.model_version, round=shard.round), suffix=".tmp.npz")
 
 
 def read_shards(output: str | Path, count: int, pool_size: int, round_: int = 0
