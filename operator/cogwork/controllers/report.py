@@ -7,7 +7,6 @@ belongs to. Training pods therefore need no RBAC at all, and cannot write anothe
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import ssl
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 
 from cogwork import kube, metrics
 from cogwork.api import contract
+from cogwork.api.common import rfc3339
 from cogwork.api.trainjob import TRAINJOB_RESOURCE
 from cogwork.plan.progress import ProgressReport, status_patch
 
@@ -74,10 +74,6 @@ class Authenticator:
         return Caller(namespace=namespace, pod=pod_names[0], job=job)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def make_app(auth: Authenticator | None = None) -> web.Application:
     auth = auth or Authenticator()
 
@@ -108,7 +104,7 @@ def make_app(auth: Authenticator | None = None) -> web.Application:
         job = await kube.get_custom(TRAINJOB_RESOURCE.plural, namespace, name)
         if job is None:
             return web.json_response({"error": "no such TrainJob"}, status=404)
-        patch = status_patch(job.get("status") or {}, parsed, _now())
+        patch = status_patch(job.get("status") or {}, parsed, rfc3339())
         await kube.patch_custom_status(TRAINJOB_RESOURCE.plural, namespace, name, patch)
         metrics.REPORTS.labels(result="accepted").inc()
         return web.json_response({"accepted": True})
