@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,3 +117,34 @@ def test_a_wake_racing_a_deletion_never_leaves_an_orphan_loop() -> None:
         await asyncio.sleep(0)
 
     asyncio.run(scenario())
+
+
+def test_a_pass_waits_until_the_watch_delivers_our_own_status_write() -> None:
+    """A pass on a body older than our last status write would act on a state the job has
+    left: a job this operator just failed would get its store pod created again."""
+    async def scenario() -> None:
+        one_pass = Recorder(delay=0.05)
+        old = {**body("w", 1, resourceVersion="7"), "kind": "TrainJob"}
+        runtime.follow("unit", "ns", "w", old, False, one_pass)
+        await one_pass.next_pass()
+        # What runtime.apply records after a status write based on resourceVersion 7.
+        runtime._unseen_writes[("TrainJob", "ns", "w")] = ("7", time.monotonic())
+        assert runtime.behind_our_write("TrainJob", "ns", "w")
+        seen = len(one_pass.seen)
+        await asyncio.sleep(0.5)  # the loop retries, but never on the stale body
+        assert len(one_pass.seen) == seen
+        runtime.follow("unit", "ns", "w", {**body("w", 1, resourceVersion="8"),
+                                           "kind": "TrainJob"}, False, one_pass)
+        await one_pass.next_pass()
+        assert one_pass.seen[-1]["metadata"]["resourceVersion"] == "8"
+        assert not runtime.behind_our_write("TrainJob", "ns", "w")
+        runtime.follow("unit", "ns", "w", old, True, one_pass)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+
+
+def test_a_missed_watch_event_delays_a_pass_by_at_most_the_wait() -> None:
+    runtime._unseen_writes[("TrainJob", "ns", "m")] = ("3", time.monotonic() - 60)
+    assert not runtime.behind_our_write("TrainJob", "ns", "m")
+    assert ("TrainJob", "ns", "m") not in runtime._unseen_writes

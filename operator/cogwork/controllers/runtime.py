@@ -45,6 +45,13 @@ _wakeups: dict[tuple[str, str, str], asyncio.Event] = {}
 # Loops run by `follow` (no Kopf daemon): each one's task and the object's latest body.
 _loops: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 _bodies: dict[tuple[str, str, str], bytes] = {}
+# An object whose last status write (by `apply`) its watch has not delivered yet, with the
+# resourceVersion that write was based on and when it was made. A pass on the older body would
+# act on a state the job has left (create the store pod of a job it has just failed), so the
+# next pass waits for the watch, at most UNSEEN_WRITE_WAIT_S. The write carried that
+# resourceVersion as a precondition, so the first event with another one is the write.
+_unseen_writes: dict[tuple[str, str, str], tuple[str, float]] = {}
+UNSEEN_WRITE_WAIT_S = 5.0
 _KOPF_PER_EVENT_VARS = frozenset({"cause_var", "handler_var", "subregistry_var", "subexecuted_var",
                                   "sublifecycle_var", "subsettings_var", "subrefs_var"})
 
@@ -135,6 +142,7 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
     with their owner through owner references; the loop just stops."""
     key = (controller, namespace, name)
     if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
+        _unseen_writes.pop((str(body.get("kind", "")), namespace, name), None)
         _bodies.pop(key, None)
         task = _loops.pop(key, None)
         if task is not None:
@@ -142,6 +150,10 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
         _wakeups.pop(key, None)
         return
     _bodies[key] = _compact(body)  # each pass reads the newest body
+    written = (str(body.get("kind", "")), namespace, name)
+    if written in _unseen_writes and \
+            (body.get("metadata") or {}).get("resourceVersion") != _unseen_writes[written][0]:
+        del _unseen_writes[written]  # the watch caught up with our write
     if key not in _loops:
         _loops[key] = asyncio.create_task(_follow(key, one_pass), name=f"{controller}:{key[1:]}",
                                           context=_loop_context())
@@ -233,6 +245,7 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
         version = (body.get("metadata") or {}).get("resourceVersion")
         try:
             await kube.patch_custom_status(resource.plural, namespace, name, status, version)
+            _unseen_writes[(resource.kind, namespace, name)] = (str(version), time.monotonic())
         except kube.Conflict:
             log.debug("%s %s/%s changed under this pass; redoing it", resource.kind, namespace,
                       name)
@@ -316,7 +329,10 @@ async def _follow(key: tuple[str, str, str],
         latest = _bodies.get(key)
         if _loops.get(key) is not asyncio.current_task() or latest is None:
             return None
-        return await one_pass(json.loads(latest))
+        body = json.loads(latest)
+        if behind_our_write(str(body.get("kind", "")), key[1], key[2]):
+            return STALE_RETRY_S
+        return await one_pass(body)
 
     try:
         await _run_loop(key, pass_on_latest_body)
@@ -325,6 +341,17 @@ async def _follow(key: tuple[str, str, str],
             del _loops[key]
             _bodies.pop(key, None)
             _wakeups.pop(key, None)
+
+
+def behind_our_write(kind: str, namespace: str, name: str) -> bool:
+    """Whether the newest body of the object is older than our last status write of it."""
+    unseen = _unseen_writes.get((kind, namespace, name))
+    if unseen is None:
+        return False
+    if time.monotonic() - unseen[1] < UNSEEN_WRITE_WAIT_S:
+        return True
+    del _unseen_writes[(kind, namespace, name)]  # a missed event: go on with what we have
+    return False
 
 
 def invalid_message(err: ValidationError) -> str:
