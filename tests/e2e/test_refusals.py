@@ -6,6 +6,7 @@ quota lets the job go on."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,9 +73,10 @@ def assert_refused(jobs: Jobs, operator: Operator, name: str, kind: str, *,
 
     time.sleep(QUIET_WINDOW_S)
     log = operator.log_file.read_bytes()[offset:].decode(errors="replace")
-    lines = [line for line in log.splitlines() if jobs.namespace in line]
-    print(f"{kind} {name}: condition after {took:.1f}s; {len(lines)} operator log lines in "
-          f"{took + QUIET_WINDOW_S:.0f}s")
+    about = [line for line in log.splitlines() if jobs.namespace in line]
+    lines = [line for line in about if "refused by the apiserver" in line or "ERROR" in line]
+    print(f"{kind} {name}: condition after {took:.1f}s; {len(lines)} operator log lines about "
+          f"the refusal ({len(about)} about the namespace) in {took + QUIET_WINDOW_S:.0f}s")
     assert "Traceback" not in log
     assert len(lines) <= MAX_LINES_IN_WINDOW, "\n".join(lines[-20:])
     events = [e for e in jobs.events(name) if e["reason"] == "ChildRejected"]
@@ -90,16 +92,25 @@ def test_quota_refuses_a_worker_then_a_raised_quota_lets_it_run(
     jobs.apply(fixed_job("quota", nodes=2))
     assert_refused(jobs, operator, "quota", "trainjob", quoted="exceeded quota: compute",
                    field="spec.resources")
+    # Kept: what was admitted goes on (the workers are created at once: either one fits).
     names = {p["metadata"]["name"] for p in jobs.pods("cogwork.dev/job-name=quota")}
-    assert names == {"quota-rdzv", "quota-node-0"}  # kept: what was admitted goes on
+    assert len(names) == 2 and "quota-rdzv" in names, names
+    assert jobs.status("quota").get("restarts", 0) == 0  # retrying a refusal is no restart
 
+    offset = operator.log_file.stat().st_size
     jobs.apply(quota("compute", {"limits.cpu": "3"}))
-    status = jobs.wait_for("Created=True after the quota was raised", lambda: (
-        s if condition(s := jobs.status("quota"), "Created").get("status") == "True" else None),
-        timeout=320)  # the retry backs off to at most 5 min
-    assert "quota-node-1" in {p["metadata"]["name"]
-                              for p in jobs.pods("cogwork.dev/job-name=quota")}
+    try:
+        status = jobs.wait_for("Created=True after the quota was raised", lambda: (
+            s if condition(s := jobs.status("quota"), "Created").get("status") == "True"
+            else None), timeout=320)  # the retry backs off to at most 5 min
+    except AssertionError:
+        print(json.dumps(jobs.status("quota"), indent=1)[:3000])
+        print(operator.log_file.read_bytes()[offset:].decode(errors="replace")[-4000:])
+        raise
+    assert {"quota-node-0", "quota-node-1"} <= {p["metadata"]["name"]
+                                                for p in jobs.pods("cogwork.dev/job-name=quota")}
     assert condition(status, "Stalled")["status"] == "False"
+    assert status.get("restarts", 0) == 0 and status["phase"] != "Failed"
 
 
 @pytest.mark.parametrize("case", ["limit-range", "priority-class", "service-account"])
@@ -159,10 +170,12 @@ def test_unschedulable_pods_say_why_and_the_pre_running_deadline_ends_them(
     else:
         spec["data"] = {"path": "digits.npz", "claimName": "no-such-claim"}
     jobs.apply(fixed_job(case, **spec))
-    status = jobs.wait_for(f"{case} Scheduled=False", lambda: (
-        s if condition(s := jobs.status(case), "Scheduled").get("status") == "False" else None),
-        timeout=CONDITION_WITHIN_S)
+    # (While the checkpoint claim binds, the scheduler's first word is about that claim.)
+    status = jobs.wait_for(f"{case} Scheduled=False quoting {quoted!r}", lambda: (
+        s if quoted in condition(s := jobs.status(case), "Scheduled").get("message", "")
+        else None), timeout=CONDITION_WITHIN_S)
     scheduled = condition(status, "Scheduled")
+    print(f"{case}: {scheduled['message']}")
     assert scheduled["reason"] == "Unschedulable" and quoted in scheduled["message"], scheduled
     assert status["phase"] == "Pending"
     ended = jobs.wait_phase(case, "Failed", timeout=90)

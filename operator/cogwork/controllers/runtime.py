@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -52,6 +53,19 @@ _bodies: dict[tuple[str, str, str], bytes] = {}
 # resourceVersion as a precondition, so the first event with another one is the write.
 _unseen_writes: dict[tuple[str, str, str], tuple[str, float]] = {}
 UNSEEN_WRITE_WAIT_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A job's last refused create, and when it is due again (unless its spec changes). In
+    memory only, as the wake-ups are: a restarted operator retries once at once."""
+
+    rejection: Rejection
+    retry_at: float  # time.monotonic()
+    generation: int | None
+
+
+_refusals: dict[tuple[str, str, str], _Refusal] = {}
 _KOPF_PER_EVENT_VARS = frozenset({"cause_var", "handler_var", "subregistry_var", "subexecuted_var",
                                   "sublifecycle_var", "subsettings_var", "subrefs_var"})
 
@@ -143,6 +157,7 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
     key = (controller, namespace, name)
     if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
         _unseen_writes.pop((str(body.get("kind", "")), namespace, name), None)
+        _refusals.pop((str(body.get("kind", "")), namespace, name), None)
         _bodies.pop(key, None)
         task = _loops.pop(key, None)
         if task is not None:
@@ -235,12 +250,22 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
     progress report not yet in the watch cache) is refused and the pass is redone on a fresh
     view. Children first: a repeated create after a refused write gets 409 and changes nothing.
     """
-    refused = await create_children(namespace, body, groups(actions.create))
+    key = (resource.kind, namespace, name)
+    generation = (body.get("metadata") or {}).get("generation")
+    held = _refusals.get(key)
+    waiting = held is not None and bool(actions.create) and held.generation == generation \
+        and time.monotonic() < held.retry_at
+    if held is not None and waiting:  # not due yet: the refusal stands, nothing is sent
+        refused: Rejection | None = held.rejection
+        actions.create.clear()
+        actions.requeue_after = max(STALE_RETRY_S, held.retry_at - time.monotonic())
+    else:
+        refused = await create_children(namespace, body, groups(actions.create))
     for patch in actions.patch:
         await _patch(namespace, patch)
     for child in actions.delete:
         await _delete(namespace, child)
-    status = _with_created(resource, namespace, name, body, actions, refused)
+    status = _with_created(resource, namespace, name, body, actions, refused, retried=not waiting)
     if status_changed(body.get("status") or {}, status):
         version = (body.get("metadata") or {}).get("resourceVersion")
         try:
@@ -261,26 +286,31 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
 
 
 def _with_created(resource: CustomResource, namespace: str, name: str, body: Mapping[str, Any],
-                  actions: Actions, refused: Rejection | None) -> dict[str, Any]:
+                  actions: Actions, refused: Rejection | None, retried: bool) -> dict[str, Any]:
     """The pass's status with the Created condition its creates earned (plan/rejections.py);
-    a refusal is one log line and, when it is news, one Warning event, and the next attempt
-    backs off."""
+    a refused attempt is one log line and, when it is news, one Warning event, and the next
+    attempt backs off (a pass before it is due, woken by a child's event, sends nothing)."""
     current = [Condition.model_validate(c)
                for c in (body.get("status") or {}).get("conditions") or []]
     generation = (body.get("metadata") or {}).get("generation")
     now = datetime.now(UTC)
-    if refused is not None:
+    key = (resource.kind, namespace, name)
+    if refused is None:
+        _refusals.pop(key, None)
+    else:
+        # What the planner announced as made was not: its Created event would mislead.
+        actions.events[:] = [e for e in actions.events if e.reason != "Created"]
+    if refused is not None and retried:
         message = rejections.describe(resource.kind, refused)
         retry = rejections.retry_after(current, now)
         log.warning("%s %s/%s: %s; retrying in %.0fs", resource.kind, namespace, name, message,
                     retry)
-        # What the planner announced as made was not: its Created event would mislead.
-        actions.events[:] = [e for e in actions.events if e.reason != "Created"]
         if rejections.is_new(current, refused, resource.kind):
             actions.events.append(Event("Warning", rejections.REJECTED_REASON, message))
         actions.requeue_after = retry
+        _refusals[key] = _Refusal(refused, time.monotonic() + retry, generation)
     return rejections.created_status(actions.status.wire(), current, refused, resource.kind,
-                                     generation, now, attempted=bool(actions.create))
+                                     generation, now, actions.unconfirmed)
 
 
 def pass_result(controller: str, actions: Actions, applied: bool) -> float | None:

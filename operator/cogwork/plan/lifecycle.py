@@ -185,6 +185,9 @@ class Actions:
     events: list[Event] = field(default_factory=list)
     delete_job: bool = False
     requeue_after: float = 5.0
+    # Status fields that assume this pass's creates happen (TrainJob: the workers it counts
+    # active); not written when the apiserver refuses one (plan/rejections.py).
+    unconfirmed: tuple[str, ...] = ()
 
     @property
     def delete_pods(self) -> list[str]:

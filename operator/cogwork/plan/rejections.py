@@ -23,7 +23,7 @@ from cogwork.api.common import (
     set_condition,
     to_wire,
 )
-from cogwork.plan.lifecycle import CREATED, REJECTED, derive_phase, with_kstatus
+from cogwork.plan.lifecycle import CREATED, REJECTED, TERMINAL, derive_phase, with_kstatus
 
 REJECTED_REASON = REJECTED
 CREATED_REASON = "ChildrenCreated"
@@ -108,19 +108,23 @@ def describe(job_kind: str, rejection: Rejection) -> str:
 
 def created_status(status: dict[str, Any], current: list[Condition],
                    rejection: Rejection | None, job_kind: str, generation: int | None,
-                   now: datetime, attempted: bool = True) -> dict[str, Any]:
-    """The pass's status patch with the Created condition after its creates (`attempted`:
-    it had some): False quoting `rejection`, or True again once the apiserver accepted what
-    it had refused. Untouched otherwise: the kind's own Created (a wait for an input, the
-    first creation) is the planner's."""
+                   now: datetime, unconfirmed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The pass's status patch with the Created condition after its creates: False quoting
+    `rejection` (without the `unconfirmed` fields, which assumed the refused child was made:
+    a worker counted active would read as lost on the next pass), or True again on the first
+    pass of an unfinished job that the apiserver refused nothing (what it refused was
+    accepted, or is needed no more: the pass that made it may have lost its status write).
+    Untouched otherwise: the kind's own Created (a wait for an input, the first creation) is
+    the planner's."""
     conditions = [Condition.model_validate(c) for c in status.get("conditions") or []] \
         if "conditions" in status else list(current)
     before = find_condition(conditions, CREATED)
     if rejection is not None:
+        status = {k: v for k, v in status.items() if k not in unconfirmed}
         conditions = _set(conditions, "False", REJECTED_REASON, describe(job_kind, rejection),
                           generation, now)
-    elif attempted and before is not None and before.status == "False" \
-            and before.reason == REJECTED:
+    elif before is not None and before.status == "False" and before.reason == REJECTED \
+            and status.get("phase") not in TERMINAL:
         conditions = _set(conditions, "True", CREATED_REASON, "every child was accepted",
                           generation, now)
     else:

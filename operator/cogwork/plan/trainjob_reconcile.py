@@ -293,6 +293,8 @@ class _Pass(Lifecycle[TrainJob]):
                       and c["metadata"].get("labels", {}).get(contract.LABEL_ROLE)
                       == contract.ROLE_WORKER)
         want = 0 if self.spec.suspend else self.desired()
+        # Workers counted active and existing before they are made: not so if one is refused.
+        self.out.unconfirmed = ("activeNodes", "replicas")
         self.out.status.set(
             replicas=len(workers) + created,
             ready_replicas=len(ready),

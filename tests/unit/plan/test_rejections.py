@@ -7,9 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cogwork.api.common import Condition, rfc3339
+from cogwork.api.trainjob import TrainJob
 from cogwork.plan import rejections
 from cogwork.plan.lifecycle import with_kstatus
 from cogwork.plan.rejections import Rejection
+from cogwork.plan.settings import RenderSettings
+from cogwork.plan.trainjob_observe import PodObservation
+from cogwork.plan.trainjob_reconcile import reconcile
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 QUOTA = Rejection("Pod", "tj-node-1", 403,
@@ -109,11 +113,17 @@ def test_a_kinds_own_waiting_is_neither_cleared_nor_stalled() -> None:
     assert kstatus["Stalled"].status == "False" and kstatus["Reconciling"].status == "True"
 
 
-def test_a_pass_that_made_nothing_leaves_a_refusal_standing() -> None:
+def test_a_pass_that_needs_to_make_nothing_clears_a_refusal_but_a_finished_job_keeps_it(
+        ) -> None:
+    """The pass that made the refused child may have lost its status write: the next one,
+    with nothing left to create, must still say the refusal is over."""
     status = running_status()
     refused = rejections.created_status(status, as_conditions(status), QUOTA, "TrainJob", 1, NOW)
-    assert rejections.created_status(refused, as_conditions(refused), None, "TrainJob", 1, NOW,
-                                     attempted=False) is refused
+    later = rejections.created_status(refused, as_conditions(refused), None, "TrainJob", 1, NOW)
+    assert by_type(later)["Created"]["status"] == "True"
+    ended = {**refused, "phase": "Failed"}
+    assert rejections.created_status(ended, as_conditions(ended), None, "TrainJob", 1,
+                                     NOW) is ended
 
 
 def test_a_finished_job_is_not_stalled_by_an_old_refusal() -> None:
@@ -138,3 +148,30 @@ def test_retries_back_off_with_the_time_refused_and_are_capped() -> None:
         t += rejections.retry_after(refused, NOW + timedelta(seconds=t))
         attempts += 1
     assert attempts <= 20
+
+
+def test_a_refused_worker_is_not_counted_active_so_retrying_it_is_no_restart() -> None:
+    """Counted active, a worker the apiserver refused would read as lost on the next pass and
+    spend the job's backoffLimit on a quota (seen on the real apiserver)."""
+    settings = RenderSettings(report_base_url="https://10.0.0.1:8443")
+    body: dict[str, Any] = {
+        "metadata": {"name": "quota", "namespace": "ml", "uid": "u", "generation": 1},
+        "spec": {"task": {"name": "image-classification"}, "data": {"dataset": "digits"},
+                 "nodes": {"min": 2, "max": 2}}}
+    first = reconcile(TrainJob.model_validate(body), [], NOW, settings)
+    assert "activeNodes" in first.unconfirmed
+    refused = Rejection("Pod", "quota-node-1", 403, "exceeded quota: compute")
+    written = rejections.created_status(first.status.wire(), [], refused, "TrainJob", 1, NOW,
+                                        first.unconfirmed)
+    assert "activeNodes" not in written and by_type(written)["Created"]["status"] == "False"
+    pods = [PodObservation("quota-rdzv", "rdzv", phase="Running"),
+            PodObservation("quota-node-0", "worker", 0, phase="Running")]
+    for attempt in range(6):  # retry after retry: never a restart
+        job = TrainJob.model_validate({**body, "status": written})
+        again = reconcile(job, pods, NOW + timedelta(seconds=10 * (attempt + 1)), settings)
+        assert [c["metadata"]["name"] for c in again.create if c["kind"] == "Pod"] \
+            == ["quota-node-1"]
+        assert again.status["restarts"] == 0
+        written = rejections.created_status(again.status.wire(), as_conditions(written),
+                                            refused, "TrainJob", 1, NOW, again.unconfirmed)
+    assert written["phase"] != "Failed"
