@@ -16,6 +16,7 @@ from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.labeljob_render import output_claim_name, output_path, pod_model
 from cogwork.plan.labeljob_steps import ModelRef, model_version
+from cogwork.plan.lifecycle import referenced_outcome
 from cogwork.plan.torchx_app import DataLocation
 
 MODEL_FILE = "model.pt"  # what a TrainJob leaves at the root of its checkpoint claim
@@ -39,14 +40,6 @@ class DataResolution:
     location: DataLocation | None = None
     waiting: str | None = None
     failed: str | None = None
-
-
-def _terminal(doc: Mapping[str, Any]) -> tuple[str | None, str]:
-    """("Succeeded" | "Failed" | None, message of that condition) of a Cogwork object."""
-    for condition in (doc.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
-            return condition["type"], str(condition.get("message") or "")
-    return None, ""
 
 
 def _phase(doc: Mapping[str, Any]) -> str:
@@ -89,7 +82,7 @@ def trainjob_model(field: str, name: str, trainjob: Mapping[str, Any] | None, ve
             ((trainjob.get("spec") or {}).get("data") or {}).get("fromLabelJob") == referrer:
         return ModelResolution(failed=f"{field}: reference cycle: TrainJob {name}'s "
                                       f"spec.data.fromLabelJob names this LabelJob")
-    state, message = _terminal(trainjob)
+    state, message = referenced_outcome(trainjob)
     if state == "Failed":
         return ModelResolution(failed=f"{field}: the TrainJob failed: {message}")
     if state != "Succeeded":
@@ -108,7 +101,7 @@ def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> 
     field = f"spec.data.fromLabelJob={data.from_label_job}"
     if labeljob is None:
         return DataResolution(waiting=f"{field}: LabelJob not found (yet)")
-    state, message = _terminal(labeljob)
+    state, message = referenced_outcome(labeljob)
     if state == "Failed":
         return DataResolution(failed=f"{field}: the LabelJob failed: {message}")
     spec = labeljob.get("spec") or {}

@@ -64,6 +64,15 @@ def is_finished(conditions: Sequence[Condition]) -> bool:
     return any(is_condition_true(conditions, t) for t in TERMINAL)
 
 
+def referenced_outcome(doc: Mapping[str, Any]) -> tuple[str | None, str]:
+    """("Succeeded" | "Failed" | None, that condition's message) of another of our objects as
+    read from the API (what a reference to it waits for)."""
+    for condition in (doc.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in TERMINAL and condition.get("status") == "True":
+            return condition["type"], str(condition.get("message") or "")
+    return None, ""
+
+
 def with_kstatus(conditions: Sequence[Condition], phase: str, generation: int | None,
                  now: datetime | None = None) -> list[Condition]:
     """`conditions` plus Ready/Reconciling/Stalled (sigs.k8s.io/cli-utils kstatus) for a job

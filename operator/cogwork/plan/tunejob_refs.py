@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from cogwork.api.common import TunedFrom
 from cogwork.api.tunejob import TuneJob
+from cogwork.plan.lifecycle import referenced_outcome
 from cogwork.plan.tunejob_observe import apply_values, tuned_values
 
 WAITING_FOR_PARAMETERS = "WaitingForParameters"
@@ -34,13 +35,6 @@ class TunedResolution:
     tuned: TunedFrom | None = None
     waiting: str | None = None
     failed: str | None = None
-
-
-def _terminal(doc: Mapping[str, Any]) -> tuple[str | None, str]:
-    for condition in (doc.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
-            return condition["type"], str(condition.get("message") or "")
-    return None, ""
 
 
 def resolve_tuned(field: str, referrer: tuple[str, str], tunejob: Mapping[str, Any] | None
@@ -58,7 +52,7 @@ def resolve_tuned(field: str, referrer: tuple[str, str], tunejob: Mapping[str, A
         return TunedResolution(failed=f"{field}: reference cycle: TuneJob "
                                       f"{source.metadata.name}'s spec.trialTemplate.fromTuneJob "
                                       f"names this TuneJob")
-    state, message = _terminal(tunejob)
+    state, message = referenced_outcome(tunejob)
     if state == "Failed":
         return TunedResolution(failed=f"{field}: the TuneJob failed: {message}")
     if state != "Succeeded":
