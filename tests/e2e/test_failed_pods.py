@@ -82,3 +82,34 @@ def test_a_deleted_service_is_made_again_before_the_next_restart(jobs: Jobs) -> 
     status = jobs.wait_phase("svc", "Succeeded", "Failed", timeout=420)
     assert status["phase"] == "Succeeded", status.get("conditions")
     assert status["restarts"] >= 1 and status["progress"]["resumedFromStep"] > 0
+
+
+def test_a_diverging_run_fails_with_its_own_reason_and_counts_as_a_failed_trial(
+        jobs: Jobs) -> None:
+    """A learning rate of 1e6 turns the loss NaN within a few steps: not a success."""
+    diverging = digits_job("nan", nodes={"min": 1, "max": 1},
+                           task={"name": "image-classification", "epochs": 3,
+                                 "learningRate": "1e6"})
+    jobs.apply(diverging)
+    status = jobs.wait_phase("nan", "Failed", "Succeeded", timeout=240)
+    failed = condition(status, "Failed")
+    assert status["phase"] == "Failed" and failed["reason"] == "NonFiniteLoss", status
+    assert "non-finite loss" in failed["message"]
+    assert status.get("restarts", 0) == 0  # a restart from the checkpoint diverges again
+
+    # In a search, such a trial counts as failed and the search goes on with the others.
+    template = digits_job("unused", nodes={"min": 1, "max": 1},
+                          task={"name": "image-classification", "epochs": 3})["spec"]
+    jobs.apply({"apiVersion": "cogwork.dev/v1alpha1", "kind": "TuneJob",
+                "metadata": {"name": "lrs"},
+                "spec": {"parameters": [{"name": "lr", "field": "task.learningRate",
+                                         "categorical": {"values": ["0.05", "1e6"]}}],
+                         "search": {"algorithm": "grid"},
+                         "budget": {"maxTrials": 2, "parallelTrials": 2},
+                         "trialTemplate": template}})
+    tuned = jobs.wait_for("the search to finish", lambda: (
+        s if (s := jobs.get("lrs", "tunejob").get("status") or {}).get("phase")
+        in ("Succeeded", "Failed") else None), timeout=300)
+    assert tuned["phase"] == "Succeeded", tuned
+    assert tuned["trials"]["failed"] == 1 and tuned["trials"]["completed"] == 1
+    assert tuned["bestTrial"]["params"]["lr"] == "0.05"
