@@ -8,25 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from harness.jobs import Jobs, digits_job
+from harness.jobs import Jobs, digits_job, script_job
 
 pytestmark = pytest.mark.cluster
 
 FAILING = ("import sys; print('loading shard 7', flush=True); "
            "sys.exit('bad shard 7: checksum mismatch')")
-
-
-def script_job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
-    job = digits_job(name)
-    del job["spec"]["task"], job["spec"]["data"], job["spec"]["checkpoint"]
-    job["spec"].update({
-        "script": {"command": command},
-        "nodes": {"min": 1, "max": 1},
-        "resources": {"cpu": "100m", "memory": "256Mi"},
-        "rendezvous": {"joinTimeoutSeconds": 120, "lastCallTimeoutSeconds": 1, "maxRestarts": 0},
-        **spec,
-    })
-    return job
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from harness.cluster import Cluster
 from harness.controlplane import free_port
-from harness.jobs import Jobs, digits_job
+from harness.jobs import Jobs, digits_job, script_job
 from harness.operator import OPERATOR_NAMESPACE, Operator
 
 pytestmark = pytest.mark.cluster
@@ -74,19 +74,6 @@ def operator_log_since(operator: Operator, offset: int) -> str:
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
-
-
-def script_job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
-    job = digits_job(name)
-    del job["spec"]["task"], job["spec"]["data"], job["spec"]["checkpoint"]
-    job["spec"].update({
-        "script": {"command": command},
-        "nodes": {"min": 1, "max": 1},
-        "resources": {"cpu": "100m", "memory": "256Mi"},
-        "rendezvous": {"joinTimeoutSeconds": 120, "lastCallTimeoutSeconds": 1, "maxRestarts": 0},
-        **spec,
-    })
-    return job
 
 
 # -- (a) malformed input ---------------------------------------------------------------------

@@ -73,3 +73,18 @@ def digits_job(name: str, **overrides: Any) -> dict[str, Any]:
         spec[key] = value
     return {"apiVersion": "cogwork.dev/v1alpha1", "kind": "TrainJob",
             "metadata": {"name": name}, "spec": spec}
+
+
+def script_job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    """A one-node TrainJob that runs `command` (spec.script) on the trainer image, small and
+    with no in-pod restarts: for tests of what the operator does with a program's exit."""
+    job = digits_job(name)
+    del job["spec"]["task"], job["spec"]["data"], job["spec"]["checkpoint"]
+    job["spec"].update({
+        "script": {"command": command},
+        "nodes": {"min": 1, "max": 1},
+        "resources": {"cpu": "100m", "memory": "256Mi"},
+        "rendezvous": {"joinTimeoutSeconds": 120, "lastCallTimeoutSeconds": 1, "maxRestarts": 0},
+        **spec,
+    })
+    return job
