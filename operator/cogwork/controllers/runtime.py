@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -26,7 +26,16 @@ from cogwork.api.common import Condition, CustomResource, problem_message
 from cogwork.api.crdgen import RESOURCES
 from cogwork.controllers.config import OperatorConfig
 from cogwork.plan import rejections
-from cogwork.plan.lifecycle import Actions, ChildPatch, ChildRef, Event, failed_status
+from cogwork.plan.lifecycle import (
+    REJECTED,
+    Actions,
+    ChildPatch,
+    ChildRef,
+    Event,
+    Job,
+    failed_status,
+    waiting_status,
+)
 from cogwork.plan.rejections import Rejection
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.tunejob_katib_names import (
@@ -40,6 +49,7 @@ from cogwork.plan.tunejob_katib_names import (
 log = logging.getLogger(__name__)
 ERROR_RETRY_S = 5.0
 INVALID_RECHECK_S = 300.0
+INPUT_RECHECK_S = 5.0  # how often a job waiting for an input (data, parameters) looks again
 STALE_RETRY_S = 0.3  # the watch delivers our own or a report's write within milliseconds
 
 _wakeups: dict[tuple[str, str, str], asyncio.Event] = {}
@@ -155,9 +165,10 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
     extra write per object, and deleting an object never waits for the operator. Children go
     with their owner through owner references; the loop just stops."""
     key = (controller, namespace, name)
+    written = (str(body.get("kind", "")), namespace, name)  # how apply keys what it wrote
     if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
-        _unseen_writes.pop((str(body.get("kind", "")), namespace, name), None)
-        _refusals.pop((str(body.get("kind", "")), namespace, name), None)
+        _unseen_writes.pop(written, None)
+        _refusals.pop(written, None)
         _bodies.pop(key, None)
         task = _loops.pop(key, None)
         if task is not None:
@@ -165,7 +176,6 @@ def follow(controller: str, namespace: str, name: str, body: Mapping[str, Any],
         _wakeups.pop(key, None)
         return
     _bodies[key] = _compact(body)  # each pass reads the newest body
-    written = (str(body.get("kind", "")), namespace, name)
     if written in _unseen_writes and \
             (body.get("metadata") or {}).get("resourceVersion") != _unseen_writes[written][0]:
         del _unseen_writes[written]  # the watch caught up with our write
@@ -253,9 +263,10 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
     key = (resource.kind, namespace, name)
     generation = (body.get("metadata") or {}).get("generation")
     held = _refusals.get(key)
-    waiting = held is not None and bool(actions.create) and held.generation == generation \
-        and time.monotonic() < held.retry_at
-    if held is not None and waiting:  # not due yet: the refusal stands, nothing is sent
+    if held is not None and not (actions.create and held.generation == generation
+                                 and time.monotonic() < held.retry_at):
+        held = None  # due again, the spec changed, or nothing left to create
+    if held is not None:  # not due yet: the refusal stands, nothing is sent
         refused: Rejection | None = held.rejection
         actions.create.clear()
         actions.requeue_after = max(STALE_RETRY_S, held.retry_at - time.monotonic())
@@ -265,7 +276,8 @@ async def apply(resource: CustomResource, namespace: str, name: str, body: Mappi
         await _patch(namespace, patch)
     for child in actions.delete:
         await _delete(namespace, child)
-    status = _with_created(resource, namespace, name, body, actions, refused, retried=not waiting)
+    status = _with_created(resource, namespace, name, body, actions, refused,
+                           retried=held is None)
     if status_changed(body.get("status") or {}, status):
         version = (body.get("metadata") or {}).get("resourceVersion")
         try:
@@ -306,7 +318,7 @@ def _with_created(resource: CustomResource, namespace: str, name: str, body: Map
         log.warning("%s %s/%s: %s; retrying in %.0fs", resource.kind, namespace, name, message,
                     retry)
         if rejections.is_new(current, refused, resource.kind):
-            actions.events.append(Event("Warning", rejections.REJECTED_REASON, message))
+            actions.events.append(Event("Warning", REJECTED, message))
         actions.requeue_after = retry
         _refusals[key] = _Refusal(refused, time.monotonic() + retry, generation)
     return rejections.created_status(actions.status.wire(), current, refused, resource.kind,
@@ -408,16 +420,34 @@ async def validated_pass(resource: CustomResource, model: type[JobT], namespace:
 
 async def report_invalid(resource: CustomResource, namespace: str, name: str,
                          body: dict[str, Any], err: ValidationError) -> float:
-    """What the schema could not catch becomes a Failed condition that names the field.
+    """What the schema could not catch becomes a Failed condition that names the field."""
+    return await report_failed(resource, namespace, name, body, "InvalidSpec",
+                               invalid_message(err))
 
-    Returns the delay until the object is looked at again (a spec change wakes it sooner)."""
-    message = invalid_message(err)
+
+async def report_failed(resource: CustomResource, namespace: str, name: str,
+                        body: Mapping[str, Any], reason: str, message: str,
+                        conditions: Sequence[Condition] = ()) -> float:
+    """A failure found before a planner could run (an invalid spec, a reference that can never
+    resolve) becomes the Failed condition naming it, beside `conditions`: written once, with
+    one Warning event. Returns the delay until the object is looked at again (a spec change
+    wakes it sooner)."""
     status = body.get("status") or {}
-    if any(c.get("reason") == "InvalidSpec" and c.get("message") == message
+    if any(c.get("reason") == reason and c.get("message") == message
            for c in status.get("conditions", [])):
         return INVALID_RECHECK_S
-    generation = body.get("metadata", {}).get("generation")
+    generation = (body.get("metadata") or {}).get("generation")
     await kube.patch_custom_status(resource.plural, namespace, name,
-                                   failed_status([], "InvalidSpec", message, generation))
-    kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
+                                   failed_status(conditions, reason, message, generation))
+    kopf.warn(body, reason=reason, message=message)  # type: ignore[arg-type]
     return INVALID_RECHECK_S
+
+
+async def report_waiting(resource: CustomResource, namespace: str, name: str,
+                         body: Mapping[str, Any], job: Job, reason: str, message: str) -> float:
+    """Nothing starts before a job's inputs (its data, model or parameters) exist: say so in
+    its Created condition and look again soon."""
+    status = waiting_status(job, reason, message, datetime.now(UTC))
+    if status_changed(body.get("status") or {}, status):
+        await kube.patch_custom_status(resource.plural, namespace, name, status)
+    return INPUT_RECHECK_S

@@ -24,7 +24,7 @@ from cogwork.api.tunejob import TUNEJOB_RESOURCE
 from cogwork.controllers import runtime
 from cogwork.controllers.pod_cache import PodCache
 from cogwork.plan.labeljob_refs import WAITING_FOR_DATA, DataResolution, resolve_dataset
-from cogwork.plan.lifecycle import Event, failed_status, is_finished, waiting_status
+from cogwork.plan.lifecycle import Event, is_finished
 from cogwork.plan.trainjob_observe import PodObservation, observe_pod
 from cogwork.plan.trainjob_reconcile import reconcile
 from cogwork.plan.trainjob_render import expected_pod_names, job_labels
@@ -40,7 +40,6 @@ from cogwork.plan.tunejob_refs import (
 log = logging.getLogger(__name__)
 CONTROLLER = "trainjob"
 PLURAL = TRAINJOB_RESOURCE.plural
-DATA_RECHECK_S = 5.0  # how often a TrainJob waiting for a LabelJob's dataset looks again
 
 
 # Child pods by (namespace, job): condensed observations, not pod bodies (a few KB each).
@@ -69,8 +68,8 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
     if tuned.failed is not None:
         return await fail_on_reference(namespace, name, snapshot, job, tuned.failed)
     if tuned.waiting is not None:
-        return await wait_for_input(namespace, name, snapshot, job, tuned.waiting,
-                                    WAITING_FOR_PARAMETERS)
+        return await runtime.report_waiting(TRAINJOB_RESOURCE, namespace, name, snapshot, job,
+                                            WAITING_FOR_PARAMETERS, tuned.waiting)
     effective = job
     if tuned.tuned is not None:
         try:
@@ -83,7 +82,8 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
     if data.failed is not None:
         return await fail_on_reference(namespace, name, snapshot, job, data.failed)
     if data.waiting is not None:
-        return await wait_for_input(namespace, name, snapshot, job, data.waiting)
+        return await runtime.report_waiting(TRAINJOB_RESOURCE, namespace, name, snapshot, job,
+                                            WAITING_FOR_DATA, data.waiting)
     pods = await observed_pods(namespace, name, effective)
     actions = reconcile(effective, pods, datetime.now(UTC), runtime.render_settings(),
                         data.location)
@@ -135,23 +135,11 @@ async def resolve_data(job: TrainJob, namespace: str) -> DataResolution:
     return resolve_dataset(job, labeljob)
 
 
-async def wait_for_input(namespace: str, name: str, body: dict[str, Any], job: TrainJob,
-                         message: str, reason: str = WAITING_FOR_DATA) -> float:
-    """Nothing starts before its inputs exist: say so in a condition and look again soon."""
-    status = waiting_status(job, reason, message, datetime.now(UTC))
-    if runtime.status_changed(body.get("status") or {}, status):
-        await kube.patch_custom_status(PLURAL, namespace, name, status)
-    return DATA_RECHECK_S
-
-
 async def fail_on_reference(namespace: str, name: str, body: dict[str, Any], job: TrainJob,
                             message: str) -> float:
     """A reference that can never resolve (it failed, a cycle) fails the job, naming it."""
-    status = failed_status(job.status.conditions, REFERENCE_FAILED, message,
-                           job.metadata.generation, datetime.now(UTC))
-    await kube.patch_custom_status(PLURAL, namespace, name, status)
-    kopf.warn(body, reason=REFERENCE_FAILED, message=message)  # type: ignore[arg-type]
-    return runtime.INVALID_RECHECK_S
+    return await runtime.report_failed(TRAINJOB_RESOURCE, namespace, name, body,
+                                       REFERENCE_FAILED, message, job.status.conditions)
 
 
 def store_then_workers(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -22,7 +22,7 @@ from cogwork.api.common import GROUP, VERSION, to_wire
 from cogwork.api.trainjob import TRAINJOB_RESOURCE, TrainJobSpec
 from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from cogwork.controllers import runtime, tunejob_katib
-from cogwork.plan.lifecycle import failed_status, is_finished, waiting_status
+from cogwork.plan.lifecycle import is_finished
 from cogwork.plan.tunejob_observe import LABEL_TUNEJOB, observe_trial
 from cogwork.plan.tunejob_reconcile import reconcile
 from cogwork.plan.tunejob_refs import (
@@ -35,7 +35,6 @@ from cogwork.plan.tunejob_refs import (
 
 log = logging.getLogger(__name__)
 CONTROLLER = "tunejob"
-WAITING_RECHECK_S = 5.0  # how often a TuneJob waiting for its fromTuneJob looks again
 
 
 @kopf.on.event(GROUP, VERSION, TRAINJOB_RESOURCE.plural,  # type: ignore[arg-type]
@@ -92,7 +91,6 @@ async def with_tuned_template(namespace: str, name: str, body: dict[str, Any], j
     delay until the next pass (the status says why; a reference that can never resolve fails
     the job). Kept in status.tunedFrom once resolved; trials never carry the reference."""
     field = f"spec.trialTemplate.fromTuneJob={job.spec.trial_template.from_tune_job}"
-    now = datetime.now(UTC)
     tuned = job.status.tuned_from
     if tuned is None and not is_finished(job.status.conditions):
         source = await kube.get_custom(TUNEJOB_RESOURCE.plural, namespace,
@@ -101,10 +99,8 @@ async def with_tuned_template(namespace: str, name: str, body: dict[str, Any], j
         if resolution.failed is not None:
             return await _fail(namespace, name, body, job, resolution.failed)
         if resolution.waiting is not None:
-            status = waiting_status(job, WAITING_FOR_PARAMETERS, resolution.waiting, now)
-            if runtime.status_changed(body.get("status") or {}, status):
-                await kube.patch_custom_status(TUNEJOB_RESOURCE.plural, namespace, name, status)
-            return WAITING_RECHECK_S
+            return await runtime.report_waiting(TUNEJOB_RESOURCE, namespace, name, body, job,
+                                                WAITING_FOR_PARAMETERS, resolution.waiting)
         tuned = resolution.tuned
         assert tuned is not None
         await kube.patch_custom_status(TUNEJOB_RESOURCE.plural, namespace, name,
@@ -124,8 +120,5 @@ async def with_tuned_template(namespace: str, name: str, body: dict[str, Any], j
 
 async def _fail(namespace: str, name: str, body: dict[str, Any], job: TuneJob, message: str
                 ) -> float:
-    status = failed_status(job.status.conditions, REFERENCE_FAILED, message,
-                           job.metadata.generation, datetime.now(UTC))
-    await kube.patch_custom_status(TUNEJOB_RESOURCE.plural, namespace, name, status)
-    kopf.warn(body, reason=REFERENCE_FAILED, message=message)  # type: ignore[arg-type]
-    return runtime.INVALID_RECHECK_S
+    return await runtime.report_failed(TUNEJOB_RESOURCE, namespace, name, body,
+                                       REFERENCE_FAILED, message, job.status.conditions)

@@ -101,8 +101,7 @@ class _Pass(Lifecycle[LabelJob]):
         return pod
 
     def active(self) -> None:
-        self.report_scheduling([(p.name, p.unschedulable) for p in self.pods.values()
-                                if p.unschedulable and not p.deleting])
+        self.report_scheduling(self.pods.values())
         if self.model.failed:
             self.finish("Failed", "ModelUnavailable", self.model.failed)
             return

@@ -18,7 +18,7 @@ behave the same on a TrainJob, a TuneJob and a LabelJob is written here once:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -223,6 +223,17 @@ class _Status(Protocol):
     completion_time: str | None
 
 
+class Placed(Protocol):
+    """What report_scheduling reads of a kind's pod observation."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def unschedulable(self) -> str | None: ...  # the scheduler's message, while unplaced
+    @property
+    def deleting(self) -> bool: ...
+
+
 class Job(Protocol):
     """What the lifecycle reads of any of our kinds."""
 
@@ -311,12 +322,13 @@ class Lifecycle(Generic[JobT]):
             self.cond(CREATED, "True", reason, message)
             self.event("Created", event)
 
-    def report_scheduling(self, unschedulable: Sequence[tuple[str, str]]) -> None:
-        """Scheduled=False with the scheduler's message while one of `unschedulable`
-        ((pod, message) pairs) waits for a node, and a Warning event when that starts; True
-        again once none does. Jobs whose pods always fit never carry the condition. A wait
-        that lasts is the deadlines' to end (spec.preRunningDeadlineSeconds,
-        activeDeadlineSeconds)."""
+    def report_scheduling(self, pods: Iterable[Placed]) -> None:
+        """Scheduled=False with the scheduler's message while one of the job's `pods` waits
+        for a node, and a Warning event when that starts; True again once none does. Jobs
+        whose pods always fit never carry the condition. A wait that lasts is the deadlines'
+        to end (spec.preRunningDeadlineSeconds, activeDeadlineSeconds)."""
+        unschedulable = [(p.name, p.unschedulable) for p in pods
+                         if p.unschedulable and not p.deleting]
         current = find_condition(self.conditions, SCHEDULED)
         if unschedulable:
             name, why = unschedulable[0]

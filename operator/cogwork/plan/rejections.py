@@ -25,7 +25,6 @@ from cogwork.api.common import (
 )
 from cogwork.plan.lifecycle import CREATED, REJECTED, TERMINAL, derive_phase, with_kstatus
 
-REJECTED_REASON = REJECTED
 CREATED_REASON = "ChildrenCreated"
 RETRY_MIN_S = 5.0
 RETRY_MAX_S = 300.0
@@ -121,7 +120,7 @@ def created_status(status: dict[str, Any], current: list[Condition],
     before = find_condition(conditions, CREATED)
     if rejection is not None:
         status = {k: v for k, v in status.items() if k not in unconfirmed}
-        conditions = _set(conditions, "False", REJECTED_REASON, describe(job_kind, rejection),
+        conditions = _set(conditions, "False", REJECTED, describe(job_kind, rejection),
                           generation, now)
     elif before is not None and before.status == "False" and before.reason == REJECTED \
             and status.get("phase") not in TERMINAL:

@@ -106,8 +106,7 @@ class _Pass(Lifecycle[TrainJob]):
         self.scale()
         self.forward_stop()
         self.update_running()
-        self.report_scheduling([(p.name, p.unschedulable) for p in self.pods()
-                                if p.unschedulable and not p.deleting])
+        self.report_scheduling(self.pods())
 
     # -- the kind's own work --------------------------------------------------------------
     def check_success(self) -> bool:
