@@ -230,18 +230,24 @@ class _Pass(Lifecycle[TrainJob]):
         self.active_nodes.update(index for index in live if index < want)
 
     def scale_down(self, want: int, surplus: list[PodObservation]) -> None:
-        """Ask the group to checkpoint, then remove the surplus pods (torchrun re-forms)."""
+        """Ask the group to checkpoint, then remove the surplus pods (torchrun re-forms).
+
+        The request is recorded in status before any pod sees it: the ranks' acknowledgement
+        is matched against status.checkpointRequest, so an annotation that raced ahead of a
+        status write that then lost a conflict would be acknowledged into the void."""
         request = self.status.checkpoint_request
         token = f"scale-to-{want}-g{self.generation}"
         if request is None or request.token != token:
             self.out.status.set(checkpoint_request=CheckpointRequest(
                 token=token, acknowledged=False, time=rfc3339(self.now)))
-            for pod in self.workers.values():
-                if not pod.deleting:
-                    self.annotate(pod.name, {pod_contract.ANNOTATION_CHECKPOINT_REQUEST: token})
             self.event("CheckpointRequested", f"scaling down to {want} node(s): checkpoint first")
             self.out.requeue_after = 1.0
             return
+        if not request.acknowledged:
+            for pod in self.workers.values():
+                if not pod.deleting and \
+                        pod.annotations.get(pod_contract.ANNOTATION_CHECKPOINT_REQUEST) != token:
+                    self.annotate(pod.name, {pod_contract.ANNOTATION_CHECKPOINT_REQUEST: token})
         asked = parse_rfc3339(request.time) or self.now
         if request.acknowledged or self.now - asked > CHECKPOINT_ACK_TIMEOUT:
             for pod in surplus:

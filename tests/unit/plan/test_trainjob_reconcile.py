@@ -217,11 +217,17 @@ def test_scale_down_asks_for_a_checkpoint_first() -> None:
     ask = step(j, running_pods())
     assert ask.delete_pods == []
     token = ask.status["checkpointRequest"]["token"]
-    assert ask.patches("Pod") == {
-        "digits-node-0": {"metadata": {"annotations": {"cogwork.dev/checkpoint-request": token}}},
-        "digits-node-1": {"metadata": {"annotations": {"cogwork.dev/checkpoint-request": token}}}}
+    # Status first: the ranks' acknowledgement is matched against it, so no pod is asked
+    # before the request is recorded.
+    assert ask.patches("Pod") == {}
     waiting = step(advance(j, ask), running_pods())
     assert waiting.delete_pods == []
+    assert waiting.patches("Pod") == {
+        "digits-node-0": {"metadata": {"annotations": {"cogwork.dev/checkpoint-request": token}}},
+        "digits-node-1": {"metadata": {"annotations": {"cogwork.dev/checkpoint-request": token}}}}
+    annotated = [pod("worker", i, annotations={"cogwork.dev/checkpoint-request": token})
+                 for i in (0, 1)] + [pod("rdzv")]
+    assert step(advance(j, ask), annotated).patches("Pod") == {}  # asked once
     acked = advance(j, ask)
     acked.status.checkpoint_request.acknowledged = True  # type: ignore[union-attr]
     remove = step(acked, running_pods())
