@@ -12,7 +12,7 @@ export GOTOOLCHAIN := local
 export CGO_ENABLED := 0
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: all venv cluster-binary celcheck helm cluster demo test test-unit test-cluster lint crds clean
+.PHONY: all venv cluster-binary celcheck helm kueue cluster demo test test-unit test-cluster lint crds clean
 
 all: venv cluster-binary celcheck
 
@@ -51,12 +51,31 @@ $(BUILD)/helm:
 	GOBIN=$(CURDIR)/$(BUILD) go install -trimpath -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 helm: $(BUILD)/helm
 
-# A local control plane + node agent for a person; prints the KUBECONFIG export line.
-cluster: venv cluster-binary
-	$(PY) -m harness up
+# A real Kueue controller manager (tests/cluster/harness/kueue.py runs it against the test
+# apiserver), and the manifests its module ships (CRDs, webhook configurations), copied from the
+# module cache (`go mod download` prints where): never committed, like the binaries.
+KUEUE_VERSION := v0.17.0
+$(BUILD)/kueue:
+	mkdir -p $(BUILD)
+	GOBIN=$(CURDIR)/$(BUILD) go install \
+	  -ldflags "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$(KUEUE_VERSION)" \
+	  sigs.k8s.io/kueue/cmd/kueue@$(KUEUE_VERSION)
+$(BUILD)/kueue-config/webhooks.yaml:
+	rm -rf $(BUILD)/kueue-config && mkdir -p $(BUILD)/kueue-config/crd
+	src=$$(go mod download -json sigs.k8s.io/kueue@$(KUEUE_VERSION) | $(PYTHON) -c \
+	  'import json, sys; print(json.load(sys.stdin)["Dir"])')/config/components && \
+	  cp $$src/crd/bases/*.yaml $(BUILD)/kueue-config/crd/ && \
+	  cp $$src/webhook/manifests.yaml $@.tmp
+	chmod -R u+w $(BUILD)/kueue-config
+	mv $@.tmp $@
+kueue: $(BUILD)/kueue $(BUILD)/kueue-config/webhooks.yaml
 
-demo: venv cluster-binary helm
-	$(PY) -m harness.demo
+# A local control plane + node agent for a person; prints the KUBECONFIG export line.
+cluster: venv cluster-binary $(if $(KUEUE),kueue)
+	$(PY) -m harness up $(if $(KUEUE),--kueue)
+
+demo: venv cluster-binary helm $(if $(KUEUE),kueue)
+	$(PY) -m harness.demo $(if $(KUEUE),--kueue)
 
 crds: venv
 	$(PY) -m cogwork.api.crdgen --write crds/
@@ -70,10 +89,10 @@ lint: venv
 test-unit: venv celcheck
 	$(PY) -m pytest tests/unit -q
 
-test-cluster: venv cluster-binary helm
+test-cluster: venv cluster-binary helm kueue
 	$(PY) -m pytest tests/cluster tests/e2e -q -x
 
-test: lint venv cluster-binary celcheck helm
+test: lint venv cluster-binary celcheck helm kueue
 	$(PY) -m pytest tests -q -rs --durations=15
 
 clean:
