@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 sys.path.insert(0, str(Path(__file__).parent / "unit"))
 
 from harness.cluster import Cluster
+from harness.kueue import Kueue
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,19 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="session")
+def kueue(cluster: Cluster) -> Iterator[Kueue]:
+    """A real Kueue controller manager (`make kueue`), started the first time a test asks."""
+    k = Kueue(cluster.control_plane)
+    t0 = time.monotonic()
+    k.start()
+    print(f"\nkueue ready in {time.monotonic() - t0:.1f}s (log {k.log_file})")
+    try:
+        yield k
+    finally:
+        k.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .cluster import Cluster
 from .controlplane import REPO_ROOT, binary_path
+from .kueue import Kueue
 
 
 def write_kubectl_shim(bin_dir: Path) -> Path:
@@ -30,6 +31,8 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--ready-file", help="touch this file once the cluster is ready")
+    parser.add_argument("--kueue", action="store_true",
+                        help="also run Kueue (`make kueue`) with its CRDs and webhooks")
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
@@ -38,8 +41,16 @@ def main() -> int:
 
         shutil.rmtree(workdir)
     cluster = Cluster(workdir, nodes=args.nodes, gpus_per_node=args.gpus)
+    kueue = Kueue(cluster.control_plane) if args.kueue else None
     t0 = time.monotonic()
     cluster.start()
+    if kueue:
+        try:
+            kueue.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        print(f"kueue running (webhooks at {kueue.webhook_url}; log {kueue.log_file})")
     shim = write_kubectl_shim(REPO_ROOT / ".build" / "bin")
     kubeconfig = cluster.control_plane.kubeconfig("admin")
     print(f"cluster ready in {time.monotonic() - t0:.1f}s; logs in {cluster.control_plane.log_dir}")
@@ -59,9 +70,13 @@ def main() -> int:
     try:
         while not stop:
             cluster.control_plane.check_alive()
+            if kueue:
+                kueue.check_alive()
             time.sleep(1)
     finally:
         print("stopping cluster", flush=True)
+        if kueue:
+            kueue.stop()
         cluster.stop()
     return 0
 

@@ -15,6 +15,7 @@ from cogwork.local.console import evaluation_lines
 from .__main__ import write_kubectl_shim
 from .cluster import Cluster
 from .controlplane import REPO_ROOT
+from .kueue import Kueue
 from .operator import HELM, Operator, install_chart, install_crds, install_rbac
 
 
@@ -62,16 +63,22 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/cogwork-demo")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--kueue", action="store_true",
+                        help="also run Kueue (`make kueue`) with its CRDs and webhooks")
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
     shutil.rmtree(workdir, ignore_errors=True)
     cluster = Cluster(workdir, nodes=3)
     operator = Operator(cluster.control_plane, workdir / "operator")
+    kueue = Kueue(cluster.control_plane) if args.kueue else None
     t0 = time.monotonic()
     try:
         cluster.start()
         print(f"control plane + node agent ready in {time.monotonic() - t0:.1f}s", flush=True)
+        if kueue:
+            kueue.start()
+            print(f"kueue running (log {kueue.log_file})", flush=True)
         install(cluster, workdir, operator)
         operator.start()
         print("operator running; applying", args.file, flush=True)
@@ -106,6 +113,8 @@ def main() -> int:
         return 0
     finally:
         operator.stop()
+        if kueue:
+            kueue.stop()
         cluster.stop()
 
 
