@@ -131,3 +131,38 @@ def test_references_that_cannot_resolve_fail_or_wait_naming_the_reference(jobs: 
     assert created["message"] == "spec.fromTuneJob=not-yet: TuneJob not found (yet)"
     assert condition(jobs.status("orphan"), "Stalled")["status"] == "False"
     assert not jobs.pods("cogwork.dev/job-name=orphan")
+
+
+def test_a_labeljob_deleted_under_a_running_trainjob_is_said_and_training_goes_on(jobs: Jobs
+                                                                                    ) -> None:
+    """The dataset's location is kept in status.dataFrom once resolved: deleting the LabelJob
+    (and with it, by garbage collection, its claim) under a running TrainJob does not stall the
+    job on "LabelJob not found"; it says what happened and trains to the end on the claim the
+    running pod still holds."""
+    jobs.apply(digits_job("gone-seed", task={**TASK, "epochs": 2}, nodes=ONE_NODE))
+    jobs.apply(labeljob("gone-labels", model_from="gone-seed"))
+    jobs.apply({"apiVersion": API, "kind": "TrainJob", "metadata": {"name": "on-gone"},
+                "spec": {"task": {**TASK, "epochs": 40}, "data": {"fromLabelJob": "gone-labels"},
+                         "nodes": ONE_NODE, "resources": {"cpu": "1", "memory": "1Gi"}}})
+    kept = jobs.wait_for("the dataset resolved", lambda: jobs.status("on-gone").get("dataFrom"),
+                         timeout=600)
+    uid = jobs.get("gone-labels", "labeljob")["metadata"]["uid"]
+    assert kept == {"kind": "LabelJob", "name": "gone-labels", "uid": uid,
+                    "path": "labels/dataset.npz", "claimName": "gone-labels-labels"}
+    jobs.wait_for("training", lambda: (jobs.status("on-gone").get("progress") or {}).get("step"),
+                  timeout=240)
+    jobs.cluster.kubectl("delete", "labeljob", "gone-labels", "-n", jobs.namespace,
+                         "--wait=false")
+    said = jobs.wait_for("InputAvailable=False", lambda: (
+        c if (c := condition(jobs.status("on-gone"), "InputAvailable")).get("status") == "False"
+        else None), timeout=60)
+    assert said["reason"] == "SourceDeleted"
+    assert said["message"].startswith("spec.data.fromLabelJob=gone-labels: the LabelJob was "
+                                      "deleted while this job used its dataset "
+                                      "(labels/dataset.npz on claim gone-labels-labels)")
+    done = jobs.wait_phase("on-gone", "Succeeded", "Failed", timeout=300)
+    assert done["phase"] == "Succeeded", done.get("conditions")
+    assert done["dataFrom"] == kept
+    events = jobs.cluster.kubectl_json("get", "events", "-n", jobs.namespace, "--field-selector",
+                                       "involvedObject.name=on-gone,reason=SourceDeleted")
+    assert len(events["items"]) == 1  # said once, not every pass

@@ -269,6 +269,21 @@ class TunedFrom(StatusModel):
     values: list[TunedValue] = Field(default_factory=list, description="The parameters.")
 
 
+class ResolvedInput(StatusModel):
+    """The file a reference to another job (spec.data.fromLabelJob, spec.model.fromTrainJob)
+    resolved to, kept once the job started: its pods read this, whatever later happens to the
+    job it came from (a deletion while in use shows as InputAvailable=False)."""
+
+    kind: str = Field(description="The referenced job's kind.")
+    name: str = Field(description="The referenced job.")
+    uid: str | None = Field(default=None, description="Its uid (a job of that name created "
+                                                      "later is another one).")
+    path: str = Field(description="The file, relative to the claim's mount (or in the image).")
+    claim_name: str | None = Field(default=None, description="The claim that holds it.")
+    format: str | None = Field(default=None, description="A model file's format.")
+    version: str | None = Field(default=None, description="A model's version.")
+
+
 class JobStatus(StatusModel):
     """What the shared lifecycle (plan/lifecycle.py) writes on every kind."""
 

@@ -15,6 +15,7 @@ from cogwork.api.common import (
     CustomResource,
     JobStatus,
     PrinterColumn,
+    ResolvedInput,
     SpecModel,
     StatusModel,
     cel,
@@ -176,6 +177,9 @@ class LabelJobStatus(JobStatus):
     items_per_second: float | None = Field(default=None, description="Pre-labeling rate.")
     model_version: str | None = Field(default=None, description="Model that labeled.")
     outputs: LabelOutputs | None = Field(default=None, description="Output locations.")
+    model_from: ResolvedInput | None = Field(
+        default=None, description="What spec.model.fromTrainJob resolved to: the model this "
+                                  "job labels with.")
 
 
 class LabelJob(StatusModel):

@@ -10,7 +10,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from cogwork.api.common import ConditionList, JobStatus, StatusModel, TunedFrom
+from cogwork.api.common import (
+    ConditionList,
+    JobStatus,
+    ResolvedInput,
+    StatusModel,
+    TunedFrom,
+)
 
 Phase = Literal["Pending", "Suspended", "Running", "Restarting", "Succeeded", "Failed"]
 
@@ -131,6 +137,9 @@ class TrainJobStatus(JobStatus):
     tuned_from: TunedFrom | None = Field(
         default=None, description="What spec.fromTuneJob resolved to: the parameters this job "
                                   "runs with.")
+    data_from: ResolvedInput | None = Field(
+        default=None, description="What spec.data.fromLabelJob resolved to: the dataset this "
+                                  "job reads.")
     last_checkpoint_step: int | None = Field(default=None,
                                              description="Step of the last reported checkpoint.")
     checkpoint_request: CheckpointRequest | None = Field(

@@ -85,6 +85,8 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
     model, retraining = await resolve(job, namespace)
     actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings(),
                         retraining)
+    if model.kept is not None and job.status.model_from is None:
+        actions.status.set(model_from=model.kept)  # a deleted TrainJob cannot move it now
     applied = await runtime.apply(LABELJOB_RESOURCE, namespace, name, snapshot, actions)
     return runtime.pass_result(CONTROLLER, actions, applied)
 

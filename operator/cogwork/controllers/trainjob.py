@@ -86,7 +86,9 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
                                             WAITING_FOR_DATA, data.waiting)
     pods = await observed_pods(namespace, name, effective)
     actions = reconcile(effective, pods, datetime.now(UTC), runtime.render_settings(),
-                        data.location)
+                        data.location, data.gone)
+    if data.kept is not None and job.status.data_from is None:
+        actions.status.set(data_from=data.kept)  # a deleted LabelJob cannot move it now
     if tuned.tuned is not None and job.status.tuned_from is None:
         actions.status.set(tuned_from=tuned.tuned)  # from now on the job never reads it again
         actions.events.append(Event("Normal", "ParametersResolved", describe(tuned.tuned)))

@@ -102,6 +102,7 @@ class _Pass(Lifecycle[LabelJob]):
 
     def active(self) -> None:
         self.report_scheduling(self.pods.values())
+        self.report_input(self.model.gone)
         if self.model.failed:
             self.finish("Failed", "ModelUnavailable", self.model.failed)
             return

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cogwork.api.common import ResolvedInput
 from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import TrainJob
 from cogwork.plan.labeljob_render import output_claim_name, output_path, pod_model
@@ -26,20 +27,46 @@ WAITING_FOR_DATA = "WaitingForData"
 
 @dataclass(frozen=True)
 class ModelResolution:
-    """Exactly one of: the model, what the job waits for, why it cannot ever be had."""
+    """Exactly one of: the model, what the job waits for, why it cannot ever be had. With a
+    model from another job: what to keep in status (`kept`) and, once that job is deleted while
+    this one uses its model, what that means (`gone`)."""
 
     model: ModelRef | None = None
     waiting: str | None = None
     failed: str | None = None
+    kept: ResolvedInput | None = None
+    gone: str | None = None
 
 
 @dataclass(frozen=True)
 class DataResolution:
-    """At most one of: where the data is, what the job waits for, why it can never have it."""
+    """At most one of: where the data is, what the job waits for, why it can never have it;
+    `kept` and `gone` as for a model."""
 
     location: DataLocation | None = None
     waiting: str | None = None
     failed: str | None = None
+    kept: ResolvedInput | None = None
+    gone: str | None = None
+
+
+def source_gone(field: str, kept: ResolvedInput, source: Mapping[str, Any] | None,
+                what: str) -> str | None:
+    """None while the job `kept` came from exists; else what its deletion means for a job that
+    reads `what` from it (the reference named by `field`)."""
+    uid = ((source or {}).get("metadata") or {}).get("uid")
+    if source is not None and (kept.uid is None or uid == kept.uid):
+        return None
+    how = "deleted" if source is None else "deleted and created again"
+    where = f"{kept.path} on claim {kept.claim_name}" if kept.claim_name else kept.path
+    return (f"{field}: the {kept.kind} was {how} while this job used its {what} ({where}); "
+            f"running pods keep reading it, but a pod started from now on cannot mount the "
+            f"claim if it went with the {kept.kind}")
+
+
+def _uid(doc: Mapping[str, Any]) -> str | None:
+    uid = (doc.get("metadata") or {}).get("uid")
+    return str(uid) if uid else None
 
 
 def _phase(doc: Mapping[str, Any]) -> str:
@@ -56,10 +83,23 @@ def resolve_model(job: LabelJob, trainjob: Mapping[str, Any] | None) -> ModelRes
     if model.from_train_job is None:
         return ModelResolution(pod_model(str(model.path), model.claim_name, model_version(job),
                                          model.format or "cogwork"))
+    field = f"spec.model.fromTrainJob={model.from_train_job}"
+    kept = job.status.model_from
+    if kept is not None:
+        return ModelResolution(pod_model(kept.path, kept.claim_name, kept.version or "",
+                                         kept.format or "cogwork"),
+                               kept=kept, gone=source_gone(field, kept, trainjob, "model"))
     generation = ((trainjob or {}).get("metadata") or {}).get("generation")
-    return trainjob_model(f"spec.model.fromTrainJob={model.from_train_job}",
-                          str(model.from_train_job), trainjob, model_version(job, generation),
-                          *trainjob_file(job), referrer=job.metadata.name)
+    path, model_format = trainjob_file(job)
+    resolution = trainjob_model(field, str(model.from_train_job), trainjob,
+                                model_version(job, generation), path, model_format,
+                                referrer=job.metadata.name)
+    if resolution.model is None or trainjob is None:
+        return resolution
+    ref = resolution.model
+    return ModelResolution(ref, kept=ResolvedInput(
+        kind="TrainJob", name=str(model.from_train_job), uid=_uid(trainjob), path=path,
+        claim_name=ref.claim_name, format=model_format, version=ref.version))
 
 
 def trainjob_file(job: LabelJob) -> tuple[str, str]:
@@ -99,6 +139,10 @@ def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> 
     if data is None or data.from_label_job is None:
         return DataResolution()
     field = f"spec.data.fromLabelJob={data.from_label_job}"
+    kept = train_job.status.data_from
+    if kept is not None:
+        return DataResolution(DataLocation(kept.path, kept.claim_name), kept=kept,
+                              gone=source_gone(field, kept, labeljob, "dataset"))
     if labeljob is None:
         return DataResolution(waiting=f"{field}: LabelJob not found (yet)")
     state, message = referenced_outcome(labeljob)
@@ -115,5 +159,7 @@ def resolve_dataset(train_job: TrainJob, labeljob: Mapping[str, Any] | None) -> 
         source = LabelJob.model_validate(labeljob)
     except ValidationError as err:
         return DataResolution(waiting=f"{field}: the LabelJob is invalid: {err.errors()[0]['msg']}")
-    return DataResolution(DataLocation(output_path(source, DATASET_FILE),
-                                       output_claim_name(source)))
+    location = DataLocation(output_path(source, DATASET_FILE), output_claim_name(source))
+    return DataResolution(location, kept=ResolvedInput(
+        kind="LabelJob", name=str(data.from_label_job), uid=_uid(labeljob), path=location.path,
+        claim_name=location.claim_name))

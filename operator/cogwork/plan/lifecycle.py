@@ -50,6 +50,10 @@ CREATED = "Created"
 REJECTED = "ChildRejected"
 # Scheduled: False, quoting the scheduler, while a pod of the job cannot be placed.
 SCHEDULED = "Scheduled"
+# InputAvailable: False once a job an input was read from (a dataset, a model) is deleted while
+# this job still uses it.
+INPUT_AVAILABLE = "InputAvailable"
+SOURCE_DELETED = "SourceDeleted"
 
 
 def derive_phase(conditions: Sequence[Condition]) -> Phase:
@@ -339,6 +343,17 @@ class Lifecycle(Generic[JobT]):
             self.cond(SCHEDULED, "False", "Unschedulable", message)
         elif current is not None and current.status == "False":
             self.cond(SCHEDULED, "True", "PodsScheduled", "every pod was placed on a node")
+
+    def report_input(self, gone: str | None) -> None:
+        """InputAvailable=False, with one Warning event, once the job an input came from was
+        deleted while this job uses it (`gone` says which and what it means). The job goes on
+        with the input it kept; jobs whose sources stay never carry the condition."""
+        if gone is None:
+            return
+        current = find_condition(self.conditions, INPUT_AVAILABLE)
+        if current is None or current.status != "False" or current.message != gone:
+            self.event(SOURCE_DELETED, gone, warning=True)
+        self.cond(INPUT_AVAILABLE, "False", SOURCE_DELETED, gone)
 
     def finished(self) -> bool:
         return is_finished(self.conditions)

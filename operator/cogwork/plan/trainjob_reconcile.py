@@ -34,10 +34,12 @@ class _Pass(Lifecycle[TrainJob]):
     SUSPEND_MESSAGE = "job suspended: pods deleted, checkpoints kept"
 
     def __init__(self, job: TrainJob, pods: list[PodObservation], now: datetime,
-                 settings: RenderSettings, resolved_data: DataLocation | None = None) -> None:
+                 settings: RenderSettings, resolved_data: DataLocation | None = None,
+                 source_gone: str | None = None) -> None:
         super().__init__(job, now, TrainJobStatus)
         self.spec, self.settings = job.spec, settings
         self.resolved_data = resolved_data  # spec.data.fromLabelJob, resolved by the controller
+        self.source_gone = source_gone  # ... and what the LabelJob's deletion means, if it was
         self.status = job.status
         self.workers = {p.index: p for p in pods if p.role == "worker" and p.index is not None}
         self.rdzv = next((p for p in pods if p.role == "rdzv"), None)
@@ -107,6 +109,7 @@ class _Pass(Lifecycle[TrainJob]):
         self.forward_stop()
         self.update_running()
         self.report_scheduling(self.pods())
+        self.report_input(self.source_gone)
 
     # -- the kind's own work --------------------------------------------------------------
     def check_success(self) -> bool:
@@ -315,7 +318,9 @@ class _Pass(Lifecycle[TrainJob]):
 
 
 def reconcile(job: TrainJob, pods: list[PodObservation], now: datetime,
-              settings: RenderSettings, resolved_data: DataLocation | None = None) -> Actions:
+              settings: RenderSettings, resolved_data: DataLocation | None = None,
+              source_gone: str | None = None) -> Actions:
     """Decide everything one pass does for `job` given its observed child pods
-    (`resolved_data`: where spec.data.fromLabelJob points, when it is set)."""
-    return _Pass(job, pods, now, settings, resolved_data).run()
+    (`resolved_data`: where spec.data.fromLabelJob points, when it is set; `source_gone`: why
+    that LabelJob is no longer there, once it was deleted under the running job)."""
+    return _Pass(job, pods, now, settings, resolved_data, source_gone).run()

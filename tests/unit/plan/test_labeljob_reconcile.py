@@ -19,6 +19,7 @@ from cogwork.plan.labeljob_refs import (
 from cogwork.plan.labeljob_steps import ModelRef
 from cogwork.plan.lifecycle import waiting_status
 from cogwork.plan.settings import RenderSettings
+from cogwork.plan.trainjob_observe import PodObservation
 from cogwork.plan.trainjob_render import worker_pod
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -234,6 +235,11 @@ def test_observe_pod_reads_the_termination_message() -> None:
     assert (pod.phase, pod.exit_code, pod.message) == ("Succeeded", 0, '{"total": 3}')
 
 
+def trainjob_observe_pod(name: str, role: str) -> PodObservation:
+    return PodObservation(name=name, role=role, index=0 if role == "worker" else None,
+                          phase="Running", created="2025-01-01T11:59:00Z")
+
+
 def trainjob_on(labeljob_name: str) -> TrainJob:
     return TrainJob.model_validate({
         "apiVersion": "cogwork.dev/v1alpha1", "kind": "TrainJob",
@@ -262,6 +268,55 @@ def test_trainjob_waits_for_the_labeljob_then_trains_on_its_dataset() -> None:
     actions = trainjob_reconcile.reconcile(train, [], NOW, SETTINGS, location)
     assert [o["metadata"]["name"] for o in actions.create if o["kind"] == "Pod"] == \
         ["tj-rdzv", "tj-node-0"]
+
+
+def test_a_labeljob_deleted_under_a_running_trainjob_leaves_it_its_dataset() -> None:
+    """The dataset is kept in status.dataFrom once resolved: the LabelJob's deletion (or a new
+    one of that name) cannot move it; the job says what the deletion means and runs on."""
+    finished = labeljob(status={"conditions": [{"type": "Succeeded", "status": "True"}]})
+    resolved = resolve_dataset(trainjob_on("lj"), finished.model_dump(mode="json", by_alias=True))
+    assert resolved.kept is not None and resolved.gone is None
+    assert (resolved.kept.kind, resolved.kept.name, resolved.kept.uid) == ("LabelJob", "lj", "u-1")
+    started = trainjob_on("lj").model_copy(deep=True)
+    started.status.data_from = resolved.kept
+    started.status.active_nodes = [0]
+    for source in (None, {"metadata": {"uid": "u-other"}, "status": {"phase": "Running"}}):
+        after = resolve_dataset(started, source)
+        assert after.location == resolved.location and after.waiting is None
+        assert after.gone is not None and "spec.data.fromLabelJob=lj" in after.gone
+        assert "labels/dataset.npz on claim lj-labels" in after.gone
+    running = [trainjob_observe_pod("tj-rdzv", "rdzv"), trainjob_observe_pod("tj-node-0", "worker")]
+    gone = resolve_dataset(started, None).gone
+    actions = trainjob_reconcile.reconcile(started, running, NOW, SETTINGS,
+                                           resolved.location, gone)
+    available = condition(actions.status, "InputAvailable")
+    assert (available["status"], available["reason"]) == ("False", "SourceDeleted")
+    assert actions.status["phase"] == "Running" and actions.delete_pods == []
+    assert [e.reason for e in actions.events].count("SourceDeleted") == 1
+    body = started.model_dump(mode="json", by_alias=True, exclude_none=True)
+    again = TrainJob.model_validate({**body, "status": {**body["status"], **actions.status}})
+    repeat = trainjob_reconcile.reconcile(again, running, NOW, SETTINGS, resolved.location, gone)
+    assert "SourceDeleted" not in [e.reason for e in repeat.events]  # said once
+    kept = trainjob_reconcile.reconcile(started, running, NOW, SETTINGS, resolved.location)
+    assert all(c["type"] != "InputAvailable" for c in kept.status["conditions"])
+
+
+def test_a_trainjob_deleted_under_a_running_labeljob_leaves_it_its_model() -> None:
+    trainjob = {"metadata": {"generation": 4, "uid": "t-1"},
+                "spec": {"checkpoint": {"claimName": "ckpts"}},
+                "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    resolved = resolve_model(labeljob(), trainjob)
+    assert resolved.kept is not None and resolved.gone is None
+    started = labeljob(status={"modelFrom": resolved.kept.model_dump(mode="json",
+                                                                     by_alias=True)})
+    after = resolve_model(started, None)
+    assert after.model == resolved.model == ModelRef("/cogwork/model/model.pt", "digits-g4",
+                                                     "ckpts")
+    assert after.gone is not None and "spec.model.fromTrainJob=digits" in after.gone
+    actions = reconcile(started, [LabelPod("lj-score-0", "Running")], after, NOW, SETTINGS)
+    assert condition(actions.status, "InputAvailable")["reason"] == "SourceDeleted"
+    assert actions.status["phase"] != "Failed"
+    assert resolve_model(started, trainjob).gone is None  # the same TrainJob: nothing to say
 
 
 def test_local_run_refuses_what_needs_a_cluster(tmp_path: Any) -> None:
