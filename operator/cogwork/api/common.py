@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 GROUP = "cogwork.dev"
@@ -216,6 +216,50 @@ DecimalString = Annotated[str, Field(pattern=DECIMAL_PATTERN, max_length=32)]
 # DNS-1123 names (object names, claim names, service accounts).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DnsName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+
+# ---------------------------------------------------------------------------------------------
+# spec.managedBy: which controller reconciles a job (batch/v1 Job, JobSet, Kubeflow Trainer)
+# ---------------------------------------------------------------------------------------------
+
+# The value that means "Cogwork's operator", as unset does.
+MANAGED_BY_COGWORK = f"{GROUP}/operator"
+MANAGED_BY_MAX_LENGTH = 63  # as batch/v1 Job's
+# A domain-prefixed path, as the apiserver checks a Job's (IsDomainPrefixedPath): a DNS-1123
+# subdomain, "/", then HTTP path characters (RFC 3986). No backslash, no double quote: the
+# pattern goes verbatim into a CEL string.
+MANAGED_BY_PATTERN = (r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+                      r"/[-A-Za-z0-9/._~%!$&'()*+,;=:]+$")
+MANAGED_BY_MESSAGE = ("spec.managedBy must be a domain-prefixed path such as "
+                      "kueue.x-k8s.io/multikueue: a DNS subdomain, '/', then a path")
+_MANAGED_BY_RE = re.compile(MANAGED_BY_PATTERN)
+MANAGED_BY_DESCRIPTION = (
+    "The controller that reconciles this job. Unset or cogwork.dev/operator: Cogwork's "
+    "operator. Anything else (MultiKueue: kueue.x-k8s.io/multikueue) and the operator leaves "
+    "the job alone: no children, no status. A domain-prefixed path of at most 63 characters; "
+    "immutable.")
+
+
+def _domain_prefixed_path(value: str) -> str:
+    if not _MANAGED_BY_RE.match(value):
+        raise ValueError(MANAGED_BY_MESSAGE)
+    return value
+
+
+ManagedBy = Annotated[
+    str,
+    Field(max_length=MANAGED_BY_MAX_LENGTH, json_schema_extra=validations(
+        cel(f'self.matches("{MANAGED_BY_PATTERN}")', MANAGED_BY_MESSAGE))),
+    AfterValidator(_domain_prefixed_path),
+]
+
+
+def managed_elsewhere(body: Mapping[str, Any]) -> bool:
+    """Whether a job's spec.managedBy hands it to another controller, so that Cogwork's
+    operator must leave it alone (as the Job controller does with a Job whose managedBy is
+    not its own). Reads the raw object: it is decided before the spec is parsed."""
+    managed_by = (body.get("spec") or {}).get("managedBy")
+    return managed_by is not None and managed_by != MANAGED_BY_COGWORK
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from cogwork.api.common import (
+    MANAGED_BY_DESCRIPTION,
     ConditionList,
     CustomResource,
     JobStatus,
+    ManagedBy,
     PrinterColumn,
     ResolvedInput,
     SpecModel,
@@ -53,7 +55,7 @@ ENTRYPOINT_NEEDS_POOL_FILE = ("spec.model.entrypoint needs spec.pool.path: its s
                               "in spec.model.image, which holds no bundled dataset")
 # Mutable: suspend, ttlSecondsAfterFinished, review (more rounds or labels may be granted).
 IMMUTABLE = ("image", "imagePullPolicy", "model", "pool", "seed", "inference", "autoAccept",
-             "labelErrors", "sink", "output", "randomSeed", "activeDeadlineSeconds")
+             "labelErrors", "sink", "output", "randomSeed", "activeDeadlineSeconds", "managedBy")
 
 
 def _spec_validations() -> dict[str, Any]:
@@ -85,6 +87,7 @@ class LabelJobSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra=_spec_validations())
 
     suspend: bool = Field(default=False, description="Suspend: delete the pods, keep outputs.")
+    managed_by: ManagedBy | None = Field(default=None, description=MANAGED_BY_DESCRIPTION)
     image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=1024,
                        description="Container image of the labeling pods (the trainer image).")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(

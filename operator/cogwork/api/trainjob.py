@@ -15,8 +15,10 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cogwork.api.common import (
     DNS_1035_LABEL,
+    MANAGED_BY_DESCRIPTION,
     CustomResource,
     DnsName,
+    ManagedBy,
     PrinterColumn,
     ScaleSubresource,
     SpecModel,
@@ -56,7 +58,7 @@ def _spec_validations() -> dict[str, Any]:
                  "podTemplate.volumeMounts", "podTemplate.shmSize", "podTemplate.securityContext",
                  "podTemplate.readOnlyRootFilesystem", "checkpoint", "failurePolicy",
                  "rendezvous", "activeDeadlineSeconds", "preRunningDeadlineSeconds",
-                 "fromTuneJob"]
+                 "fromTuneJob", "managedBy"]
     while_suspended = ["podTemplate.nodeSelector", "podTemplate.tolerations",
                        "podTemplate.labels", "podTemplate.annotations"]
     suspended = "(has(self.suspend) && self.suspend) || (has(oldSelf.suspend) && oldSelf.suspend)"
@@ -85,6 +87,7 @@ class TrainJobSpec(SpecModel):
                           "checkpoints; resuming continues from the last checkpoint (Kueue).")
     stop: bool = Field(default=False, description="Graceful stop: the ranks checkpoint and exit "
                        "0; the job ends Succeeded with reason Stopped (tuner pruning).")
+    managed_by: ManagedBy | None = Field(default=None, description=MANAGED_BY_DESCRIPTION)
     image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=1024,
                        description="Container image of the training pods.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(

@@ -13,9 +13,11 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from cogwork.api.common import (
+    MANAGED_BY_DESCRIPTION,
     ConditionList,
     CustomResource,
     JobStatus,
+    ManagedBy,
     PrinterColumn,
     SpecModel,
     StatusModel,
@@ -71,6 +73,12 @@ KATIB_SUSPEND_RULE = ("!(has(self.suspend) && self.suspend) || self.engine != 'k
                       "Experiment cannot be suspended)")
 
 
+# Trials and the promoted TrainJob are the TuneJob's children: whichever controller runs the
+# TuneJob runs them (on a MultiKueue worker, Cogwork there), so the template names none.
+TRIAL_MANAGED_BY = ("spec.trialTemplate.managedBy must not be set: the trials are run where "
+                    "the TuneJob is (set spec.managedBy on the TuneJob)")
+
+
 def _multi_objective_errors(spec: TuneJobSpec) -> list[str]:
     """The messages of MULTI_OBJECTIVE_RULES that `spec` breaks (the pydantic twin of the CEL)."""
     if not spec.objective.additional:
@@ -81,7 +89,8 @@ def _multi_objective_errors(spec: TuneJobSpec) -> list[str]:
 
 
 def _spec_validations() -> dict[str, Any]:
-    immutable = ["objective", "parameters", "search", "pruner", "engine", "trialTemplate"]
+    immutable = ["objective", "parameters", "search", "pruner", "engine", "trialTemplate",
+                 "managedBy"]
     task_fields = "[" + ", ".join(f"'{f}'" for f in TARGET_FIELDS) + "]"
     rules = [
         # listType=map also enforces this, but only in the apiserver's strategy, after CEL.
@@ -98,6 +107,8 @@ def _spec_validations() -> dict[str, Any]:
         cel("!self.trialTemplate.stop", "spec.trialTemplate.stop must be false",
             field_path=".trialTemplate.stop"),
         cel(KATIB_SUSPEND_RULE[0], KATIB_SUSPEND_RULE[1], field_path=".suspend"),
+        cel("!has(self.trialTemplate.managedBy)", TRIAL_MANAGED_BY,
+            field_path=".trialTemplate.managedBy", reason="FieldValueForbidden"),
     ]
     # Multi-objective: what Optuna and Katib cannot do with more than one objective.
     multi = "has(self.objective.additional) && size(self.objective.additional) > 0"
@@ -116,6 +127,7 @@ class TuneJobSpec(SpecModel):
 
     suspend: bool = Field(default=False, description="Start no new trials and suspend the "
                                                      "running ones (Kueue); resume continues.")
+    managed_by: ManagedBy | None = Field(default=None, description=MANAGED_BY_DESCRIPTION)
     objective: Objective = Field(default_factory=Objective,
                                  json_schema_extra=defaults_of(Objective),
                                  description="Metric and direction the trials are ranked by.")
@@ -159,6 +171,8 @@ class TuneJobSpec(SpecModel):
             raise ValueError("parameters that set task.* fields need spec.trialTemplate.task")
         if self.trial_template.stop:
             raise ValueError("spec.trialTemplate.stop must be false")
+        if self.trial_template.managed_by is not None:
+            raise ValueError(TRIAL_MANAGED_BY)
         if self.suspend and self.engine == "katib":
             raise ValueError(KATIB_SUSPEND_RULE[1])
         for message in _multi_objective_errors(self):

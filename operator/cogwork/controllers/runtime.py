@@ -22,7 +22,7 @@ import kopf
 from pydantic import BaseModel, ValidationError
 
 from cogwork import kube, metrics
-from cogwork.api.common import Condition, CustomResource, problem_message
+from cogwork.api.common import Condition, CustomResource, managed_elsewhere, problem_message
 from cogwork.api.crdgen import RESOURCES
 from cogwork.controllers.config import OperatorConfig
 from cogwork.plan import rejections
@@ -76,6 +76,8 @@ class _Refusal:
 
 
 _refusals: dict[tuple[str, str, str], _Refusal] = {}
+# Objects whose spec.managedBy names another controller, logged once each (until deleted).
+_elsewhere: set[tuple[str, str, str]] = set()
 _KOPF_PER_EVENT_VARS = frozenset({"cause_var", "handler_var", "subregistry_var", "subexecuted_var",
                                   "sublifecycle_var", "subsettings_var", "subrefs_var"})
 
@@ -338,8 +340,20 @@ def object_event(controller: str, event_type: str | None, namespace: str, name: 
                  body: Mapping[str, Any],
                  one_pass: Callable[[Mapping[str, Any]], Awaitable[float | None]]) -> None:
     """What each kind's watch-event handler does with every event of its object: keep the
-    object's reconcile loop alive (`follow`) and cut its sleep short when the spec changed."""
+    object's reconcile loop alive (`follow`) and cut its sleep short when the spec changed.
+    An object whose spec.managedBy names another controller (MultiKueue) gets no loop: no
+    pass, so no child and no status write, as if it were deleted (managedBy is immutable)."""
     deleted = event_type == "DELETED"
+    if managed_elsewhere(body):
+        key = (controller, namespace, name)
+        if deleted:
+            _elsewhere.discard(key)
+        elif key not in _elsewhere:
+            _elsewhere.add(key)
+            log.debug("%s %s/%s is managed by %s: left alone", controller, namespace, name,
+                      (body.get("spec") or {}).get("managedBy"))
+        follow(controller, namespace, name, body, True, one_pass)
+        return
     follow(controller, namespace, name, body, deleted, one_pass)
     if not deleted and spec_changed(body):
         wake(controller, namespace, name)

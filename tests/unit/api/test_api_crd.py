@@ -105,7 +105,7 @@ def test_validation_rules_are_attached_where_they_belong(crd: dict[str, Any]) ->
     assert "spec.data is required when spec.task is set" in messages
     immutable = {m.split()[0] for m in messages if m.endswith("is immutable")}
     assert {"spec.image", "spec.task", "spec.nodes.min", "spec.nodes.max", "spec.resources",
-            "spec.env", "spec.checkpoint", "spec.failurePolicy"} <= immutable
+            "spec.env", "spec.checkpoint", "spec.failurePolicy", "spec.managedBy"} <= immutable
     mutable = {"spec.nodes.count", "spec.suspend", "spec.stop", "spec.ttlSecondsAfterFinished"}
     assert not immutable & mutable
     assert len([m for m in messages if "only while the job is suspended" in m]) == 4

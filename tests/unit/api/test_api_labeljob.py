@@ -13,7 +13,12 @@ import pytest
 from cogwork.api.crdgen import render_crd
 from cogwork.api.labeljob import LABELJOB_RESOURCE, LabelJob, LabelJobStatus
 from pydantic import ValidationError
-from trainjob_cases import assert_apiserver_decides, needs_celcheck
+from trainjob_cases import (
+    MULTIKUEUE,
+    NOT_DOMAIN_PREFIXED,
+    assert_apiserver_decides,
+    needs_celcheck,
+)
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -133,6 +138,9 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
         "pool": POOL_FILE, "seed": {"path": "seed.csv"},
         "autoAccept": {"validation": {"path": "val.csv"}}, "review": {"maxRounds": 2}},
      "spec.review.maxRounds > 1 needs spec.sink.labelStudio"),
+    ("managed by MultiKueue", {"managedBy": MULTIKUEUE}, ""),
+    ("managedBy too long", {"managedBy": "example.com/" + "x" * 52}, "spec.managedBy"),
+    ("managedBy without a domain", {"managedBy": "multikueue"}, NOT_DOMAIN_PREFIXED),
 ]
 
 
@@ -244,4 +252,13 @@ def test_apiserver_validation_decides_every_case_the_same_way(tmp_path: Path) ->
          "expect": ["spec.pool is immutable"]},
         {"name": "review may change", "new": more_rounds, "old": old, "expect": []},
     ]
+    managed = labeljob(managedBy=MULTIKUEUE)
+    cases += [{"name": f"managedBy {name}", "new": new, "old": old_, "expect": expect}
+              for name, old_, new, expect in (
+                  ("kept while review changes", managed,
+                   labeljob(managedBy=MULTIKUEUE, review={"maxRounds": 3}), []),
+                  ("changed", managed, labeljob(managedBy="example.com/other"),
+                   ["spec.managedBy is immutable"]),
+                  ("added", old, managed, ["spec.managedBy is immutable"]),
+                  ("removed", managed, old, ["spec.managedBy is immutable"]))]
     assert_apiserver_decides(CRDS / "labeljobs.cogwork.dev.yaml", cases, tmp_path)

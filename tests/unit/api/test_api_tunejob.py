@@ -12,7 +12,14 @@ import pytest
 from cogwork.api.crdgen import render_crd
 from cogwork.api.tunejob import TUNEJOB_RESOURCE, TuneJob
 from pydantic import ValidationError
-from trainjob_cases import Case, assert_apiserver_decides, needs_celcheck, update
+from trainjob_cases import (
+    MULTIKUEUE,
+    NOT_DOMAIN_PREFIXED,
+    Case,
+    assert_apiserver_decides,
+    needs_celcheck,
+    update,
+)
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 LR = {"name": "lr", "field": "task.learningRate", "logUniform": {"min": "1e-3", "max": "0.3"}}
@@ -155,6 +162,14 @@ CREATE_CASES = [
     # The CRD has no `goal` there: kubectl's strict field validation rejects the unknown field.
     Case("goal on an additional objective",
          tune(objective=pareto({**LOSS, "goal": "0.1"})), ["objective.additional.0.goal"]),
+    Case("managed by MultiKueue", tune(managedBy=MULTIKUEUE)),
+    Case("managedBy too long", tune(managedBy="example.com/" + "x" * 52), ["spec.managedBy"]),
+    Case("managedBy without a domain", tune(managedBy="multikueue"), [NOT_DOMAIN_PREFIXED]),
+    # Trials are the TuneJob's children: they run where it runs.
+    Case("managedBy on the trial template",
+         tune(trialTemplate={"task": {"name": "image-classification"},
+                             "data": {"dataset": "digits"}, "managedBy": MULTIKUEUE}),
+         ["spec.trialTemplate.managedBy must not be set"]),
 ]
 # The reserved-env rule is the trainer's injected-name list: offline only (the CRD has no rule);
 # unknown fields are kubectl's strict field validation, not the CRD's.
@@ -171,6 +186,13 @@ CEL_CASES = [c for c in CREATE_CASES if c.name not in OFFLINE_ONLY] + [
     # An object stored before `additional` existed still equals its defaulted update.
     update("defaulted objective unchanged",
            tune(objective={"metric": "val_accuracy", "direction": "maximize"}), tune()),
+    update("managedBy kept while the budget grows", tune(managedBy=MULTIKUEUE),
+           tune(managedBy=MULTIKUEUE, budget={"maxTrials": 20})),
+    update("managedBy changed", tune(managedBy=MULTIKUEUE), tune(managedBy="example.com/other"),
+           "spec.managedBy is immutable"),
+    update("managedBy added", tune(), tune(managedBy=MULTIKUEUE), "spec.managedBy is immutable"),
+    update("managedBy removed", tune(managedBy=MULTIKUEUE), tune(),
+           "spec.managedBy is immutable"),
 ]
 
 

@@ -62,6 +62,8 @@ def update(name: str, old: dict[str, Any], new: dict[str, Any], *expect: str) ->
 
 
 SUSPENDED = job(suspend=True)
+MULTIKUEUE = "kueue.x-k8s.io/multikueue"
+NOT_DOMAIN_PREFIXED = "spec.managedBy must be a domain-prefixed path"
 SCRIPT = {"module": "my.train", "args": ["--x", "1"]}
 
 
@@ -324,6 +326,20 @@ CREATE_CASES = [
         {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Maybe"}]),
          ["spec.podTemplate.topologySpreadConstraints[0].whenUnsatisfiable"]),
     Case("name starting with a digit", with_name("1digits"), ["metadata.name must be a DNS-1035"]),
+    # -- spec.managedBy: validated as batch/v1 Job's ------------------------------------------
+    Case("managed by MultiKueue", job(managedBy=MULTIKUEUE)),
+    Case("managed by Cogwork, said explicitly", job(managedBy="cogwork.dev/operator")),
+    Case("managedBy with every path character", job(managedBy="a.example/x-y_z.~%!$&'()*+,;=:/v")),
+    Case("managedBy of 63 characters", job(managedBy="example.com/" + "x" * 51)),
+    Case("managedBy too long", job(managedBy="example.com/" + "x" * 52),
+         ["spec.managedBy", "63"]),
+    Case("managedBy without a domain", job(managedBy="multikueue"), [NOT_DOMAIN_PREFIXED]),
+    Case("managedBy with an empty path", job(managedBy="kueue.x-k8s.io/"), [NOT_DOMAIN_PREFIXED]),
+    Case("managedBy with an empty domain", job(managedBy="/multikueue"), [NOT_DOMAIN_PREFIXED]),
+    Case("managedBy with an uppercase domain", job(managedBy="Kueue.x-k8s.io/multikueue"),
+         [NOT_DOMAIN_PREFIXED]),
+    Case("managedBy with a space in the path", job(managedBy="example.com/multi kueue"),
+         [NOT_DOMAIN_PREFIXED]),
     Case("name too long", with_name("a" * 55), ["metadata.name must be at most 54"]),
 ]
 
@@ -366,6 +382,12 @@ UPDATE_CASES = [
     update("envFrom is immutable", job(), job(envFrom=[{"secretRef": {"name": "s"}}]),
            "spec.envFrom is immutable"),
     update("unchanged pod fields", job(podTemplate=POD_FIELDS), job(podTemplate=POD_FIELDS)),
+    update("managedBy kept while the job changes", job(managedBy=MULTIKUEUE),
+           job(managedBy=MULTIKUEUE, suspend=True)),
+    update("managedBy changed", job(managedBy=MULTIKUEUE),
+           job(managedBy="cogwork.dev/operator"), "spec.managedBy is immutable"),
+    update("managedBy added", job(), job(managedBy=MULTIKUEUE), "spec.managedBy is immutable"),
+    update("managedBy removed", job(managedBy=MULTIKUEUE), job(), "spec.managedBy is immutable"),
 ]
 
 ALL_CASES = CREATE_CASES + UPDATE_CASES
