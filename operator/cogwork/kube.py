@@ -326,15 +326,32 @@ async def get_namespaced_object(group: str, version: str, plural: str, namespace
 
 
 async def patch_namespaced_object(group: str, version: str, plural: str, namespace: str,
-                                  name: str, patch: dict[str, Any]) -> None:
+                                  name: str, patch: dict[str, Any], subresource: str = ""
+                                  ) -> bool:
+    """Merge-patch any namespaced custom object (or its `subresource`, e.g. status); False if it
+    is gone or the patch carried a resourceVersion that is no longer current (409)."""
+    rest = (name, subresource) if subresource else (name,)
     try:
-        await request("PATCH", _path(group, version, namespace, plural, name), patch,
+        await request("PATCH", _path(group, version, namespace, plural, *rest), patch,
                       content_type=MERGE_PATCH)
+        return True
     except ApiError as err:
         if err.status in _REFUSED:
             raise Rejected.of(err) from err
-        if err.status != 404:
+        if err.status not in (404, 409):
             raise
+        return False
+
+
+async def get_cluster_object(group: str, version: str, plural: str, name: str
+                             ) -> dict[str, Any] | None:
+    """Read a cluster-scoped custom object (Kueue's ResourceFlavor); None if absent."""
+    try:
+        return await request("GET", f"/apis/{group}/{version}/{plural}/{name}")  # type: ignore[no-any-return]
+    except ApiError as err:
+        if err.status == 404:
+            return None
+        raise
 
 
 async def delete_namespaced_object(group: str, version: str, plural: str, namespace: str,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from harness.cluster import Cluster
 from harness.jobs import Jobs
+from harness.kueue import Kueue
 from harness.operator import HELM, Operator, install_chart
 
 # Slow each optimizer step a little so tests can act mid-training on a 2-core machine.
@@ -15,7 +16,9 @@ STEP_DELAY = "0.08"
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[Operator]:
+def operator(cluster: Cluster, kueue: Kueue) -> Iterator[Operator]:
+    """Kueue first, as on a shared cluster: the operator watches Workloads only if their
+    resource is served when it starts (Kopf's scan at start-up; it has no CRD watch)."""
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing: run `make helm` (the e2e suite installs the chart "
                     "with the real helm)", pytrace=False)

@@ -21,10 +21,12 @@ from cogwork.api.common import GROUP, VERSION, TunedFrom, to_wire
 from cogwork.api.labeljob import LABELJOB_RESOURCE
 from cogwork.api.trainjob import TRAINJOB_RESOURCE, TrainJob, TrainJobSpec
 from cogwork.api.tunejob import TUNEJOB_RESOURCE
-from cogwork.controllers import runtime
+from cogwork.controllers import queue, runtime
 from cogwork.controllers.pod_cache import PodCache
+from cogwork.plan import kueue, trainjob_queue
 from cogwork.plan.labeljob_refs import WAITING_FOR_DATA, DataResolution, resolve_dataset
-from cogwork.plan.lifecycle import Event, is_finished
+from cogwork.plan.lifecycle import Event, Hold, is_finished
+from cogwork.plan.torchx_app import DataLocation
 from cogwork.plan.trainjob_observe import PodObservation, observe_pod
 from cogwork.plan.trainjob_reconcile import reconcile
 from cogwork.plan.trainjob_render import expected_pod_names, job_labels
@@ -84,9 +86,12 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
     if data.waiting is not None:
         return await runtime.report_waiting(TRAINJOB_RESOURCE, namespace, name, snapshot, job,
                                             WAITING_FOR_DATA, data.waiting)
+    queue_name, hold, workload = kueue.queue_name(job.metadata.labels), None, None
+    if queue_name is not None:
+        effective, hold, workload = await queued(snapshot, effective, data.location, queue_name)
     pods = await observed_pods(namespace, name, effective)
     actions = reconcile(effective, pods, datetime.now(UTC), runtime.render_settings(),
-                        data.location, data.gone)
+                        data.location, data.gone, hold)
     if data.kept is not None and job.status.data_from is None:
         actions.status.set(data_from=data.kept)  # a deleted LabelJob cannot move it now
     if tuned.tuned is not None and job.status.tuned_from is None:
@@ -94,7 +99,31 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
         actions.events.append(Event("Normal", "ParametersResolved", describe(tuned.tuned)))
     applied = await runtime.apply(TRAINJOB_RESOURCE, namespace, name, snapshot, actions,
                                   groups=store_then_workers)
+    if applied and workload is not None:
+        await queue.settle("TrainJob", namespace, name, workload,
+                           {**(snapshot.get("status") or {}), **actions.status.wire()},
+                           job.spec.suspend, pods_gone=not pods)
     return runtime.pass_result(CONTROLLER, actions, applied)
+
+
+async def queued(body: dict[str, Any], job: TrainJob, resolved_data: DataLocation | None,
+                 queue_name: str) -> tuple[TrainJob, Hold | None, dict[str, Any] | None]:
+    """Kueue's say on this pass (metadata.labels names a LocalQueue): the job as admitted, what
+    holds it suspended until then, and its Workload (created on the first pass)."""
+    namespace, name = job.metadata.namespace or "", job.metadata.name
+    try:
+        found = await queue.workload("TrainJob", namespace, name)
+    except kube.NotServed:
+        return job, queue.not_installed(queue_name), None
+    if found is None and not is_finished(job.status.conditions):
+        found = await queue.create_workload(body, "TrainJob", queue_name, trainjob_queue.pod_sets(
+            job, runtime.render_settings(), resolved_data))
+    admission = kueue.read_admission(queue_name, found)
+    if admission.admitted:
+        selector, tolerations = await queue.placement(
+            admission.flavors.get(trainjob_queue.WORKERS_POD_SET, ()))
+        job = trainjob_queue.admitted_job(job, admission, selector, tolerations)
+    return job, trainjob_queue.hold(admission), found
 
 
 async def resolve_parameters(job: TrainJob, namespace: str) -> TunedResolution:

@@ -32,7 +32,7 @@ LABEL_LABELJOB = "cogwork.dev/labeljob"  # on retrain TrainJobs: the LabelJob th
 # What a retrain must not inherit from the TrainJob it copies: its data (replaced), its
 # checkpoint claim (each retrain keeps its own model.pt), and lifecycle settings (the LabelJob
 # reads the model after the TrainJob finished, so no TTL; the LabelJob decides about suspend).
-DROPPED_FIELDS = ("suspend", "ttlSecondsAfterFinished")
+DROPPED_FIELDS = ("suspend", "ttlSecondsAfterFinished", "managedBy")
 MAX_EPOCHS = 100_000  # the TrainJob schema's bound on spec.task.epochs
 DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_TEST_PERCENT = 12, 64, 20  # the TrainJob API defaults
 

@@ -53,6 +53,9 @@ SCHEDULED = "Scheduled"
 # InputAvailable: False once a job an input was read from (a dataset, a model) is deleted while
 # this job still uses it.
 INPUT_AVAILABLE = "InputAvailable"
+# Evicted: True while a queue (Kueue) took the job's quota back; False once it runs again (the
+# message keeps what evicted it).
+EVICTED = "Evicted"
 SOURCE_DELETED = "SourceDeleted"
 
 
@@ -238,6 +241,16 @@ class Placed(Protocol):
     def deleting(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Hold:
+    """What keeps a job suspended besides its spec.suspend (Kueue has not admitted it, or took
+    its quota back): the reason and message of its Suspended condition."""
+
+    reason: str
+    message: str
+    evicted: bool = False  # an eviction: a Warning event and an Evicted condition that stays
+
+
 class Job(Protocol):
     """What the lifecycle reads of any of our kinds."""
 
@@ -259,8 +272,9 @@ class Lifecycle(Generic[JobT]):
     ENDS_WITH_JOB: tuple[str, ...] = ("Running",)
     SUSPEND_MESSAGE = "job suspended"
 
-    def __init__(self, job: JobT, now: datetime, status_model: type[BaseModel]) -> None:
-        self.job, self.now = job, now
+    def __init__(self, job: JobT, now: datetime, status_model: type[BaseModel],
+                 hold: Hold | None = None) -> None:
+        self.job, self.now, self.hold = job, now, hold
         self.generation = job.metadata.generation
         self.conditions: list[Condition] = list(job.status.conditions)
         self.out = Actions(status=StatusPatch(status_model))
@@ -364,7 +378,7 @@ class Lifecycle(Generic[JobT]):
             self.after_finish()
         elif self.fails_now():
             pass
-        elif self.job.spec.suspend:
+        elif self.job.spec.suspend or self.hold is not None:
             self.suspend()
         elif not self.deadline_exceeded():
             self.resume()
@@ -387,16 +401,26 @@ class Lifecycle(Generic[JobT]):
 
     def suspend(self) -> None:
         self.suspend_children()
-        if not is_condition_true(self.conditions, "Suspended"):
-            self.event("Suspended", self.SUSPEND_MESSAGE)
-        self.cond("Suspended", "True", "Suspended", "spec.suspend is true")
-        self.cond("Running", "False", "Suspended", "spec.suspend is true")
+        reason, message = ("Suspended", "spec.suspend is true")
+        if self.hold is not None and not self.job.spec.suspend:
+            reason, message = self.hold.reason, self.hold.message
+        current = find_condition(self.conditions, "Suspended")
+        if current is None or current.status != "True" or current.reason != reason:
+            self.event(reason, self.SUSPEND_MESSAGE if reason == "Suspended" else message,
+                       warning=self.hold is not None and self.hold.evicted)
+        self.cond("Suspended", "True", reason, message)
+        self.cond("Running", "False", reason, message)
+        if self.hold is not None and self.hold.evicted:
+            self.cond(EVICTED, "True", reason, message)  # by what, until it runs again
         # Like batch/v1 Job: the active deadline counts from the (re)start.
         if self.job.status.start_time:
             self.out.status.set(start_time=None)
         self.out.requeue_after = SUSPENDED_RECHECK_S
 
     def resume(self) -> None:
+        evicted = find_condition(self.conditions, EVICTED)
+        if evicted is not None and evicted.status == "True":
+            self.cond(EVICTED, "False", "Readmitted", f"running again after: {evicted.message}")
         if is_condition_true(self.conditions, "Suspended"):
             self.event("Resumed", "job resumed")
             self.resume_children()

@@ -18,7 +18,7 @@ from cogwork.api.trainjob import TrainJob
 from cogwork.api.trainjob_spec import FailureAction
 from cogwork.api.trainjob_status import CheckpointRequest, FailureRecord, TrainJobStatus
 from cogwork.plan import trainjob_render as render
-from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
+from cogwork.plan.lifecycle import TERMINAL, Actions, Hold, Lifecycle
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import DataLocation
 from cogwork.plan.trainjob_observe import PodObservation, classify_failure, diverged
@@ -35,8 +35,8 @@ class _Pass(Lifecycle[TrainJob]):
 
     def __init__(self, job: TrainJob, pods: list[PodObservation], now: datetime,
                  settings: RenderSettings, resolved_data: DataLocation | None = None,
-                 source_gone: str | None = None) -> None:
-        super().__init__(job, now, TrainJobStatus)
+                 source_gone: str | None = None, hold: Hold | None = None) -> None:
+        super().__init__(job, now, TrainJobStatus, hold)
         self.spec, self.settings = job.spec, settings
         self.resolved_data = resolved_data  # spec.data.fromLabelJob, resolved by the controller
         self.source_gone = source_gone  # ... and what the LabelJob's deletion means, if it was
@@ -319,8 +319,9 @@ class _Pass(Lifecycle[TrainJob]):
 
 def reconcile(job: TrainJob, pods: list[PodObservation], now: datetime,
               settings: RenderSettings, resolved_data: DataLocation | None = None,
-              source_gone: str | None = None) -> Actions:
+              source_gone: str | None = None, hold: Hold | None = None) -> Actions:
     """Decide everything one pass does for `job` given its observed child pods
     (`resolved_data`: where spec.data.fromLabelJob points, when it is set; `source_gone`: why
-    that LabelJob is no longer there, once it was deleted under the running job)."""
-    return _Pass(job, pods, now, settings, resolved_data, source_gone).run()
+    that LabelJob is no longer there, once it was deleted under the running job; `hold`: what
+    keeps it suspended besides spec.suspend, i.e. Kueue)."""
+    return _Pass(job, pods, now, settings, resolved_data, source_gone, hold).run()

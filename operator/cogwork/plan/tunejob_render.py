@@ -7,6 +7,7 @@ from typing import Any
 
 from cogwork.api.common import API_VERSION, to_wire
 from cogwork.api.tunejob import TuneJob
+from cogwork.plan import kueue
 from cogwork.plan.tunejob_observe import (
     ANNOTATION_PARAMS,
     LABEL_PROMOTED_FROM,
@@ -30,7 +31,9 @@ def trial_manifest(job: TuneJob, index: int, params: dict[str, ParamValue]
         "metadata": {
             "name": trial_name(name, index),
             "namespace": job.metadata.namespace,
-            "labels": {LABEL_TUNEJOB: name, LABEL_TRIAL_INDEX: str(index)},
+            # Trials queue where the search does (Kueue admits each, parallelTrials at most).
+            "labels": {**kueue.inherited_labels(job.metadata.labels), LABEL_TUNEJOB: name,
+                       LABEL_TRIAL_INDEX: str(index)},
             "annotations": {ANNOTATION_PARAMS: json.dumps(params, sort_keys=True)},
         },
         "spec": apply_params(template, job.spec.parameters, params),
