@@ -185,3 +185,28 @@ def test_a_search_in_a_queue_for_two_runs_two_trials_at_a_time(
     assert counts["created"] == 4 and counts["failed"] == 0, counts
     assert counts["completed"] + counts["pruned"] == 4, counts
     assert 1 <= most <= 2, most
+
+
+def test_a_labeljob_and_the_trainjob_it_labels_with_run_through_the_queue(
+        jobs: Jobs, make_queue: Callable[..., str]) -> None:
+    queue = make_queue(cpu="2.2", memory="3.2Gi")
+    jobs.apply(queued_job("seed", queue))
+    jobs.apply({"apiVersion": "cogwork.dev/v1alpha1", "kind": "LabelJob",
+                "metadata": {"name": "labels", "labels": {QUEUE_LABEL: queue}},
+                "spec": {"model": {"fromTrainJob": "seed"}, "pool": {"dataset": "digits"},
+                         "seed": {"count": 300},
+                         "inference": {"replicas": 2, "cpu": "1", "memory": "1Gi"},
+                         "autoAccept": {"targetPrecision": "0.95",
+                                        "validation": {"humanBudget": 400}}}})
+    done = jobs.wait_for("the LabelJob to finish", lambda: (
+        s if (s := jobs.get("labels", "labeljob").get("status") or {}).get("phase")
+        in ("Succeeded", "Failed") else None), timeout=600)
+    assert done["phase"] == "Succeeded", done.get("conditions")
+    found = json.loads(jobs.cluster.kubectl(
+        "get", "workloads.v1beta2.kueue.x-k8s.io", "labeljob-labels", "-n", jobs.namespace,
+        "-o", "json").stdout)
+    assert [(p["name"], p["count"]) for p in found["spec"]["podSets"]] == [("steps", 2)]
+    assert condition(found["status"], "Finished")["status"] == "True"
+    admitted = stamp(condition(found["status"], "Admitted")["lastTransitionTime"])
+    pods = jobs.pods("cogwork.dev/job-name=labels")
+    assert pods and all(stamp(p["metadata"]["creationTimestamp"]) >= admitted for p in pods)

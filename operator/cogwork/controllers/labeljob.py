@@ -21,13 +21,14 @@ from cogwork.api import contract
 from cogwork.api.common import GROUP, VERSION
 from cogwork.api.labeljob import LABELJOB_RESOURCE, LabelJob
 from cogwork.api.trainjob import TRAINJOB_RESOURCE
-from cogwork.controllers import runtime
+from cogwork.controllers import queue, runtime
 from cogwork.controllers.pod_cache import PodCache
+from cogwork.plan import kueue, labeljob_queue
 from cogwork.plan.labeljob_observe import LabelPod, observe_pod
 from cogwork.plan.labeljob_reconcile import Retraining, reconcile
 from cogwork.plan.labeljob_refs import ModelResolution, resolve_model
 from cogwork.plan.labeljob_rounds import LABEL_LABELJOB, retrain_round
-from cogwork.plan.lifecycle import is_finished
+from cogwork.plan.lifecycle import TERMINAL, Hold, is_finished
 
 log = logging.getLogger(__name__)
 CONTROLLER = "labeljob"
@@ -83,10 +84,32 @@ async def reconcile_once(namespace: str, name: str, snapshot: dict[str, Any], jo
     """One pass; returns seconds until the next one, or None when the job is gone."""
     pods = PODS.get(namespace, name)
     model, retraining = await resolve(job, namespace)
+    hold, workload = await queued(snapshot, job, model)
     actions = reconcile(job, pods, model, datetime.now(UTC), runtime.render_settings(),
-                        retraining)
+                        retraining, hold)
     if model.kept is not None and job.status.model_from is None:
         actions.status.set(model_from=model.kept)  # a deleted TrainJob cannot move it now
     applied = await runtime.apply(LABELJOB_RESOURCE, namespace, name, snapshot, actions)
+    if applied and workload is not None:
+        await queue.settle("LabelJob", namespace, name, workload,
+                           {**(snapshot.get("status") or {}), **actions.status.wire()},
+                           job.spec.suspend,
+                           pods_gone=all(p.phase in TERMINAL for p in pods))
     return runtime.pass_result(CONTROLLER, actions, applied)
+
+
+async def queued(body: dict[str, Any], job: LabelJob, model: ModelResolution
+                 ) -> tuple[Hold | None, dict[str, Any] | None]:
+    """Kueue's say (metadata.labels names a LocalQueue), once the model is known (the pods'
+    shape depends on it; until then the job waits for its model and runs nothing anyway)."""
+    queue_name = kueue.queue_name(job.metadata.labels)
+    ref = model.model
+    if queue_name is None or ref is None:
+        return None, None
+    admission, found = await queue.admission(
+        body, "LabelJob", queue_name, is_finished(job.status.conditions),
+        lambda: labeljob_queue.pod_sets(job, ref, runtime.render_settings()))
+    if isinstance(admission, Hold):
+        return admission, None
+    return kueue.hold(admission), found
 

@@ -7,7 +7,7 @@ the job's loop; everything else is read again on each pass, so a missed event on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,22 @@ async def create_workload(owner: Mapping[str, Any], kind: str, queue: str,
         log.info("%s %s/%s: created Workload %s in LocalQueue %s", kind, namespace, name,
                  body["metadata"]["name"], queue)
     return await workload(kind, namespace, name)
+
+
+async def admission(body: Mapping[str, Any], kind: str, queue: str, finished: bool,
+                    pod_sets: Callable[[], Sequence[kueue.PodSet]]
+                    ) -> tuple[kueue.Admission | Hold, dict[str, Any] | None]:
+    """The job's Workload (created with `pod_sets()` on its first pass) and what it says; a
+    Hold instead when Kueue is not installed."""
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
+    try:
+        found = await workload(kind, namespace, name)
+    except kube.NotServed:
+        return not_installed(queue), None
+    if found is None and not finished:
+        found = await create_workload(body, kind, queue, pod_sets())
+    return kueue.read_admission(queue, found), found
 
 
 async def placement(flavor_names: Iterable[str]) -> tuple[dict[str, str], list[dict[str, Any]]]:

@@ -110,20 +110,16 @@ async def queued(body: dict[str, Any], job: TrainJob, resolved_data: DataLocatio
                  queue_name: str) -> tuple[TrainJob, Hold | None, dict[str, Any] | None]:
     """Kueue's say on this pass (metadata.labels names a LocalQueue): the job as admitted, what
     holds it suspended until then, and its Workload (created on the first pass)."""
-    namespace, name = job.metadata.namespace or "", job.metadata.name
-    try:
-        found = await queue.workload("TrainJob", namespace, name)
-    except kube.NotServed:
-        return job, queue.not_installed(queue_name), None
-    if found is None and not is_finished(job.status.conditions):
-        found = await queue.create_workload(body, "TrainJob", queue_name, trainjob_queue.pod_sets(
-            job, runtime.render_settings(), resolved_data))
-    admission = kueue.read_admission(queue_name, found)
+    admission, found = await queue.admission(
+        body, "TrainJob", queue_name, is_finished(job.status.conditions),
+        lambda: trainjob_queue.pod_sets(job, runtime.render_settings(), resolved_data))
+    if isinstance(admission, Hold):
+        return job, admission, None
     if admission.admitted:
         selector, tolerations = await queue.placement(
             admission.flavors.get(trainjob_queue.WORKERS_POD_SET, ()))
         job = trainjob_queue.admitted_job(job, admission, selector, tolerations)
-    return job, trainjob_queue.hold(admission), found
+    return job, kueue.hold(admission), found
 
 
 async def resolve_parameters(job: TrainJob, namespace: str) -> TunedResolution:

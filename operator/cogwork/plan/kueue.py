@@ -21,6 +21,7 @@ from typing import Any
 
 from cogwork.api import contract
 from cogwork.api.common import rfc3339
+from cogwork.plan.lifecycle import Hold
 
 GROUP = "kueue.x-k8s.io"
 VERSION = "v1beta2"  # the storage version in Kueue v0.17 (v1beta1 goes through conversion)
@@ -198,3 +199,12 @@ def active_differs(workload: Mapping[str, Any], suspended: bool) -> bool:
     """spec.suspend of the job is the Workload's spec.active (a suspended job holds no quota)."""
     return bool((workload.get("spec") or {}).get("active", True)) == suspended
 
+
+
+def hold(admission: Admission) -> Hold | None:
+    """Why the job's pods must not run yet (or any more); None once admitted."""
+    if admission.admitted:
+        return None
+    if admission.evicted is not None:
+        return Hold(EVICTED, admission.evicted, evicted=True)
+    return Hold(QUEUED, admission.waiting or "queued")

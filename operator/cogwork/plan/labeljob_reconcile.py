@@ -30,7 +30,7 @@ from cogwork.plan.labeljob_render import (
 )
 from cogwork.plan.labeljob_rounds import retrain_name, retrain_trainjob, retrained_model
 from cogwork.plan.labeljob_steps import ModelRef, Step, collect_step, steps
-from cogwork.plan.lifecycle import TERMINAL, Actions, Lifecycle
+from cogwork.plan.lifecycle import TERMINAL, Actions, Hold, Lifecycle
 from cogwork.plan.settings import RenderSettings
 
 LABEL_STUDIO_ERROR_EXIT = 3  # labelstudio.py: unreachable or refused; retrying may help
@@ -69,8 +69,9 @@ class _Pass(Lifecycle[LabelJob]):
     SUSPEND_MESSAGE = "job suspended: running pods deleted, outputs kept"
 
     def __init__(self, job: LabelJob, pods: list[LabelPod], model: ModelResolution,
-                 now: datetime, settings: RenderSettings, retraining: Retraining) -> None:
-        super().__init__(job, now, LabelJobStatus)
+                 now: datetime, settings: RenderSettings, retraining: Retraining,
+                 hold: Hold | None = None) -> None:
+        super().__init__(job, now, LabelJobStatus, hold)
         self.spec, self.model = job.spec, model
         self.settings, self.retraining = settings, retraining
         self.pods = {p.name: p for p in pods}
@@ -296,7 +297,8 @@ class _Pass(Lifecycle[LabelJob]):
 
 
 def reconcile(job: LabelJob, pods: list[LabelPod], model: ModelResolution, now: datetime,
-              settings: RenderSettings, retraining: Retraining | None = None) -> Actions:
-    """Decide everything one pass does for `job` given its pods, its resolved model and (for
-    review rounds) the TrainJobs that retrain it."""
-    return _Pass(job, pods, model, now, settings, retraining or Retraining()).run()
+              settings: RenderSettings, retraining: Retraining | None = None,
+              hold: Hold | None = None) -> Actions:
+    """Decide everything one pass does for `job` given its pods, its resolved model, (for
+    review rounds) the TrainJobs that retrain it and what keeps it suspended (Kueue)."""
+    return _Pass(job, pods, model, now, settings, retraining or Retraining(), hold).run()

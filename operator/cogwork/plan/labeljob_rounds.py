@@ -23,6 +23,7 @@ from typing import Any
 
 from cogwork.api.common import API_VERSION
 from cogwork.api.labeljob import LabelJob
+from cogwork.plan import kueue
 from cogwork.plan.labeljob_refs import ModelResolution, trainjob_file, trainjob_model
 from cogwork.plan.labeljob_render import namespace_of, output_claim_name, output_path
 from cogwork.plan.labeljob_steps import training_set_name
@@ -85,7 +86,9 @@ def retrain_trainjob(job: LabelJob, round_: int, source: Mapping[str, Any],
     return {
         "apiVersion": API_VERSION, "kind": "TrainJob",
         "metadata": {"name": retrain_name(job, round_), "namespace": namespace_of(job, settings),
-                     "labels": {LABEL_LABELJOB: job.metadata.name}},
+                     # A retrain queues where its LabelJob does.
+                     "labels": {**kueue.inherited_labels(job.metadata.labels),
+                                LABEL_LABELJOB: job.metadata.name}},
         "spec": spec,
     }
 

@@ -9,14 +9,12 @@ from typing import Any
 from cogwork.api.common import to_wire
 from cogwork.api.trainjob import TrainJob, TrainJobSpec
 from cogwork.plan import kueue
-from cogwork.plan.lifecycle import Hold
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.torchx_app import DataLocation
 from cogwork.plan.trainjob_render import rendezvous_pod, worker_pod
 
 RDZV_POD_SET = "rendezvous"
 WORKERS_POD_SET = "workers"
-KUEUE_MISSING = "KueueNotInstalled"
 
 
 def pod_sets(job: TrainJob, settings: RenderSettings,
@@ -49,12 +47,3 @@ def admitted_job(job: TrainJob, admission: kueue.Admission, node_selector: Mappi
         own = list(template.get("tolerations") or [])
         template["tolerations"] = own + [dict(t) for t in tolerations if t not in own]
     return job.model_copy(update={"spec": TrainJobSpec.model_validate(wire)})
-
-
-def hold(admission: kueue.Admission) -> Hold | None:
-    """Why the job's pods must not run yet (or any more); None once admitted."""
-    if admission.admitted:
-        return None
-    if admission.evicted is not None:
-        return Hold(kueue.EVICTED, admission.evicted, evicted=True)
-    return Hold(kueue.QUEUED, admission.waiting or "queued")

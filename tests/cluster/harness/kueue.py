@@ -198,7 +198,7 @@ class Kueue:
             "featureGates": {"VisibilityOnDemand": False},
         }
 
-    def install_crds(self, timeout: float = 60.0) -> None:
+    def install_crds(self, timeout: float = 240.0) -> None:
         cp = self.control_plane
         crds = self.crds()
         cp.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=harness",

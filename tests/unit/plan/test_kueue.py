@@ -6,8 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from cogwork.api.labeljob import LabelJob
 from cogwork.api.trainjob import TrainJob
-from cogwork.plan import kueue, trainjob_queue
+from cogwork.plan import kueue, labeljob_queue, labeljob_reconcile, trainjob_queue
+from cogwork.plan.labeljob_refs import ModelResolution
+from cogwork.plan.labeljob_steps import ModelRef
 from cogwork.plan.settings import RenderSettings
 from cogwork.plan.trainjob_observe import PodObservation
 from cogwork.plan.trainjob_reconcile import reconcile
@@ -69,7 +72,7 @@ def test_waiting_holds_the_job_suspended_and_creates_no_pod() -> None:
         admission = kueue.read_admission("team", workload)
         assert not admission.admitted and admission.waiting is not None
         assert admission.waiting.startswith("queued in LocalQueue team")
-        hold = trainjob_queue.hold(admission)
+        hold = kueue.hold(admission)
         assert hold is not None
         actions = reconcile(job(), [], NOW, SETTINGS, hold=hold)
         assert actions.create == []
@@ -81,7 +84,7 @@ def test_waiting_holds_the_job_suspended_and_creates_no_pod() -> None:
 
 def test_admitted_runs_with_the_admitted_count_on_the_flavors_nodes() -> None:
     admission = kueue.read_admission("team", admitted(workers=2))
-    assert admission.admitted and trainjob_queue.hold(admission) is None
+    assert admission.admitted and kueue.hold(admission) is None
     assert admission.counts == {"rendezvous": 1, "workers": 2}
     assert admission.flavors["workers"] == ["gpu-a"]
     selector, tolerations = kueue.flavor_placement([{"spec": {
@@ -105,7 +108,7 @@ def test_eviction_stops_the_pods_then_hands_the_quota_back() -> None:
         reason="Preempted", message="Preempted to accommodate a workload (UID: x)")
     admission = kueue.read_admission("team", workload)
     assert admission.evicted is not None and "Preempted to accommodate" in admission.evicted
-    hold = trainjob_queue.hold(admission)
+    hold = kueue.hold(admission)
     assert hold is not None and hold.evicted
     pods = [PodObservation(name="tj-rdzv", role="rdzv", phase="Running",
                            created="2026-12-03T11:00:00Z"),
@@ -149,3 +152,25 @@ def test_trials_queue_where_their_search_does() -> None:
     assert kueue.inherited_labels(labels) == {kueue.QUEUE_LABEL: "team",
                                               kueue.PRIORITY_LABEL: "low"}
     assert kueue.queue_name({"app": "x"}) is None
+
+
+def test_a_labeljob_queues_its_score_shards_and_runs_nothing_until_admitted() -> None:
+    job = LabelJob.model_validate({
+        "apiVersion": "cogwork.dev/v1alpha1", "kind": "LabelJob",
+        "metadata": {"name": "lj", "namespace": "ns", "uid": "u-2", "generation": 1,
+                     "labels": {kueue.QUEUE_LABEL: "team"}},
+        "spec": {"model": {"path": "m.pt", "claimName": "models"}, "pool": {"dataset": "digits"},
+                 "seed": {"count": 300}, "inference": {"replicas": 3, "cpu": "2"},
+                 "autoAccept": {"targetPrecision": "0.95",
+                                "validation": {"humanBudget": 400}}}})
+    model = ModelRef("/cogwork/model/m.pt", "m", "models")
+    (steps,) = labeljob_queue.pod_sets(job, model, SETTINGS)
+    assert (steps.name, steps.count) == ("steps", 3)
+    assert steps.template["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "2"
+    hold = kueue.hold(kueue.read_admission("team", None))
+    actions = labeljob_reconcile.reconcile(job, [], ModelResolution(model), NOW, SETTINGS,
+                                           hold=hold)
+    assert actions.create == [] and actions.status["phase"] == "Suspended"
+    running = labeljob_reconcile.reconcile(job, [], ModelResolution(model), NOW, SETTINGS)
+    assert [o["metadata"]["name"] for o in running.create if o["kind"] == "Pod"] == \
+        ["lj-score-0", "lj-score-1", "lj-score-2"]
