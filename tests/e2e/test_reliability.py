@@ -20,6 +20,7 @@ import yaml
 from harness.cluster import Cluster
 from harness.controlplane import free_port
 from harness.jobs import Jobs, digits_job, script_job
+from harness.kueue import QUEUE_LABEL, Kueue
 from harness.operator import OPERATOR_NAMESPACE, Operator
 
 pytestmark = pytest.mark.cluster
@@ -31,14 +32,21 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}
 KILL_TEST_JOBS = 50
 # Each job runs two torch-importing processes (torchrun and the rendezvous store), ~290 MB of
 # private memory apiece with PyPI's CUDA wheel: 100 at once would not fit this 24 GiB machine,
-# and its 2 cores import torch no faster with more at once. So the test admits jobs as Kueue
-# would: all 50 exist from the start, at most this many unsuspended and unfinished at a time.
-# (Queueing pods in the scheduler instead deadlocks: store pods fill every slot, workers wait.)
+# and its 2 cores import torch no faster with more at once. So all 50 exist from the start and
+# Kueue admits at most this many at a time, each whole: store and worker together (queueing
+# pods in the scheduler instead deadlocks: store pods fill every slot, workers wait).
 KILL_TEST_ADMITTED = 12
-# Script run time: the first admitted jobs outlast the early kills (three operator restarts,
-# each waiting for the new process to be healthy: 15 s was too short on a loaded CI machine);
-# the rest are short.
-FIRST_WAVE_SECONDS, LATER_SECONDS = 45, 3
+# The ClusterQueue's quota fits exactly KILL_TEST_ADMITTED jobs. A job's Workload has two pod
+# sets: its worker (script_job's resources, 100m / 256Mi; the trainer image: no init container)
+# and its rendezvous store (the operator's config, the chart's trainer.rendezvous default
+# 100m / 512Mi): 200m / 768Mi a job, 2400m / 9216Mi (9Gi) for 12; a 13th would need 2600m.
+KILL_TEST_QUOTA = {"cpu": f"{12 * 200}m", "memory": f"{12 * 768}Mi"}
+# Script run time: the jobs Kueue admits first outlast the early kills (three operator
+# restarts, each waiting for the new process to be healthy: 15 s was too short on a loaded CI
+# machine), the rest are short. Which jobs Kueue admits first depends on the order the operator
+# creates their Workloads, so every job sleeps at least LATER_SECONDS and until
+# FIRST_WAVE_SECONDS after the apply began: the first wave ends together, whichever it is.
+FIRST_WAVE_SECONDS, LATER_SECONDS = 60, 3
 TERMINAL = ("Succeeded", "Failed")
 EARLY_KILLS = 3  # while all 50 jobs are live: children being created, pods starting
 
@@ -227,52 +235,58 @@ class PodWatch:
         self.proc.wait(timeout=10)
 
 
-class Admission:
-    """A tiny Kueue: admits the jobs in order by unsuspending them, at most `limit` unsuspended
-    and unfinished at a time."""
-
-    def __init__(self, jobs: Jobs, names: list[str], limit: int) -> None:
-        self.jobs, self.waiting, self.limit = jobs, list(names), limit
-        self.admitted: list[str] = []
-
-    def step(self, phases: dict[str, str]) -> None:
-        active = sum(phases.get(n) not in TERMINAL for n in self.admitted)
-        while self.waiting and active < self.limit:
-            name = self.waiting.pop(0)
-            self.jobs.cluster.kubectl("patch", "trainjob", name, "-n", self.jobs.namespace,
-                                      "--type=merge", "-p", '{"spec":{"suspend":false}}')
-            self.admitted.append(name)
-            active += 1
+def stop_policy(cluster: Cluster, cluster_queue: str, policy: str) -> None:
+    cluster.kubectl("patch", "clusterqueue", cluster_queue, "--type=merge",
+                    "-p", json.dumps({"spec": {"stopPolicy": policy}}))
 
 
-def test_operator_killed_at_random_points(cluster: Cluster, operator: Operator,
+def kill_test_job(name: str, queue: str, wave_ends: float) -> dict[str, Any]:
+    job = script_job(name, ["python", "-c", "import time; time.sleep(max("
+                            f"{LATER_SECONDS}, {wave_ends:.1f} - time.time()))"])
+    job["metadata"].setdefault("labels", {})[QUEUE_LABEL] = queue
+    return job
+
+
+def test_operator_killed_at_random_points(cluster: Cluster, kueue: Kueue, operator: Operator,
                                           jobs: Jobs) -> None:
     rng = random.Random(6)
     names = [f"sleep-{i:02d}" for i in range(KILL_TEST_JOBS)]
+    cluster_queue = kueue.queue(jobs.namespace, "kill-test", **KILL_TEST_QUOTA)
     watch = PodWatch(cluster, jobs.namespace, "cogwork.dev/kind=TrainJob")
     starts_before = operator.starts
-    admission = Admission(jobs, names, KILL_TEST_ADMITTED)
     try:
+        # All 50 exist before Kueue admits any: held, the queue admits nothing (were the first
+        # jobs' pods importing torch while the apply runs, it would take minutes).
+        stop_policy(cluster, cluster_queue, "Hold")
+        wave_ends = time.time() + FIRST_WAVE_SECONDS  # wall clock: the pods' processes read it
         jobs.apply({"apiVersion": "v1", "kind": "List", "items": [
-            script_job(name, ["python", "-c", f"import time; time.sleep({seconds})"],
-                       suspend=True)
-            for i, name in enumerate(names)
-            for seconds in [FIRST_WAVE_SECONDS if i < KILL_TEST_ADMITTED else LATER_SECONDS]]})
-        admission.step({})
-        kills = run_with_random_kills(operator, jobs, admission, rng, timeout=480)
+            kill_test_job(name, "kill-test", wave_ends) for name in names]})
+        stop_policy(cluster, cluster_queue, "None")
+        kills, most = run_with_random_kills(operator, jobs, rng, timeout=480)
         assert watch.proc.poll() is None, "the pod watch ended early: it may have missed pods"
+        print(f"\nkill points ({len(kills)}):", "; ".join(
+            f"{k['jobs']} live jobs ({k['admitted']} admitted), {k['pods']} pods "
+            f"({k['running']} running)" for k in kills))
+        print(f"at most {most['with_pods']} jobs with pods, {most['admitted']} admitted")
+        assert all(k["jobs"] == KILL_TEST_JOBS for k in kills[:EARLY_KILLS]), kills
+        unfinished = {n: p for n, p in job_phases(jobs).items() if p not in TERMINAL}
+        assert not unfinished, f"not terminal after {len(kills)} kills: {unfinished}"
+        statuses = {n: jobs.status(n) for n in names}
+        assert all(s["phase"] == "Succeeded" for s in statuses.values()), {
+            n: condition(s, "Failed").get("message") for n, s in statuses.items()}
+        assert all(s.get("restarts", 0) == 0 for s in statuses.values())
+        # Kueue's quota was the gate: never more jobs with pods than it fits, and all it fits.
+        assert most["with_pods"] <= KILL_TEST_ADMITTED, most
+        assert most["admitted"] == KILL_TEST_ADMITTED, most
+        # Every Workload handed its quota back: Finished (the operator writes it right after
+        # the job's terminal phase, so the last ones may trail the loop's end by a pass).
+        finished = jobs.wait_for("every Workload Finished", lambda: (
+            w if len(w := workload_conditions(jobs)) == KILL_TEST_JOBS
+            and all("Finished" in c for c in w.values()) else None), timeout=60)
+        assert set(finished) == {f"trainjob-{n}" for n in names}, sorted(finished)
     finally:
         watch.stop()
-    print(f"\nkill points ({len(kills)}):", "; ".join(
-        f"{k['jobs']} live jobs ({k['admitted']} admitted), {k['pods']} pods "
-        f"({k['running']} running)" for k in kills))
-    assert all(k["jobs"] == KILL_TEST_JOBS for k in kills[:EARLY_KILLS]), kills
-    unfinished = {n: p for n, p in job_phases(jobs).items() if p not in TERMINAL}
-    assert not unfinished, f"not terminal after {len(kills)} kills: {unfinished}"
-    statuses = {n: jobs.status(n) for n in names}
-    assert all(s["phase"] == "Succeeded" for s in statuses.values()), {
-        n: condition(s, "Failed").get("message") for n, s in statuses.items()}
-    assert all(s.get("restarts", 0) == 0 for s in statuses.values())
+        kueue.delete_queue(jobs.namespace, "kill-test", cluster_queue)
     # No duplicates: each job had one store and one worker, never deleted and recreated.
     seen = watch.uids()
     for name in names:
@@ -283,31 +297,42 @@ def test_operator_killed_at_random_points(cluster: Cluster, operator: Operator,
     assert operator.proc is not None and operator.proc.poll() is None
 
 
-def run_with_random_kills(operator: Operator, jobs: Jobs, admission: Admission,
-                          rng: random.Random, timeout: float) -> list[dict[str, int]]:
-    """Admit jobs until all are finished, SIGKILLing the operator (no cleanup, whatever it was
-    doing) a few times while every job is live, then once each when the live jobs first drop
-    to two random thresholds (jobs finishing)."""
+def run_with_random_kills(operator: Operator, jobs: Jobs, rng: random.Random, timeout: float
+                          ) -> tuple[list[dict[str, int]], dict[str, int]]:
+    """Until all jobs are finished (Kueue admitting them as quota frees), SIGKILL the operator
+    (no cleanup, whatever it was doing) a few times while every job is live, then once each when
+    the live jobs first drop to two random thresholds (jobs finishing). Returns the kill points
+    and the most jobs seen at once with pods and with their Workload admitted."""
     kills: list[dict[str, int]] = []
+    most = {"with_pods": 0, "admitted": 0}
     thresholds = [rng.randint(25, 40), rng.randint(5, 20)]
     next_kill = time.monotonic() + rng.uniform(0.2, 2.0)  # the first: children being created
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # Pods first, then phases: a job counts as holding pods while it is not terminal (a
+        # finished job's pods may linger), and the operator writes the terminal phase before
+        # it marks the Workload Finished, so a job read live here still held its quota when its
+        # pods were listed.
+        pods = pod_rows(jobs)
         phases = job_phases(jobs)
+        admitted = admitted_workloads(jobs)
         live = sum(p not in TERMINAL for p in phases.values())
+        with_pods = {job for job, _ in pods if phases.get(job) not in TERMINAL}
+        most["with_pods"] = max(most["with_pods"], len(with_pods))
+        most["admitted"] = max(most["admitted"], admitted)
         if not live:
             break
         early = len(kills) < EARLY_KILLS
         if (early and time.monotonic() >= next_kill) or \
                 (not early and thresholds and live <= thresholds[0]):
-            kills.append({"jobs": live, "admitted": len(admission.admitted), **pod_counts(jobs)})
+            kills.append({"jobs": live, "admitted": admitted, "pods": len(pods),
+                          "running": sum(phase == "Running" for _, phase in pods)})
             operator.restart()
             if not early:
                 thresholds.pop(0)
             next_kill = time.monotonic() + rng.uniform(0.5, 3.0)
-        admission.step(phases)
         time.sleep(1)
-    return kills
+    return kills, most
 
 
 def job_phases(jobs: Jobs) -> dict[str, str]:
@@ -318,8 +343,26 @@ def job_phases(jobs: Jobs) -> dict[str, str]:
     return {name: phase for name, _, phase in rows}
 
 
-def pod_counts(jobs: Jobs) -> dict[str, int]:
-    pods = jobs.cluster.kubectl("get", "pods", "-n", jobs.namespace, "-l",
-                                "cogwork.dev/kind=TrainJob", "-o",
-                                "jsonpath={range .items[*]}{.status.phase} {end}").stdout.split()
-    return {"pods": len(pods), "running": pods.count("Running")}
+def pod_rows(jobs: Jobs) -> list[tuple[str, str]]:
+    """(job name, pod phase) of every TrainJob pod."""
+    out = jobs.cluster.kubectl("get", "pods", "-n", jobs.namespace, "-l",
+                               "cogwork.dev/kind=TrainJob", "-o",
+                               r'jsonpath={range .items[*]}{.metadata.labels.cogwork\.dev/job-name}'
+                               ' {.status.phase}{"\\n"}{end}').stdout
+    return [(job, phase) for job, _, phase in (line.partition(" ") for line in out.splitlines())]
+
+
+def workload_conditions(jobs: Jobs) -> dict[str, set[str]]:
+    """Each Workload's conditions that are True."""
+    out = jobs.cluster.kubectl("get", "workloads.v1beta2.kueue.x-k8s.io", "-n", jobs.namespace,
+                               "-o", 'jsonpath={range .items[*]}{.metadata.name}{" "}'
+                               '{range .status.conditions[?(@.status=="True")]}{.type}{","}{end}'
+                               '{"\\n"}{end}').stdout
+    rows = (line.partition(" ") for line in out.splitlines())
+    return {name: set(filter(None, types.split(","))) for name, _, types in rows}
+
+
+def admitted_workloads(jobs: Jobs) -> int:
+    """Workloads admitted and not finished: the jobs holding quota."""
+    return sum("Admitted" in c and "Finished" not in c
+               for c in workload_conditions(jobs).values())
