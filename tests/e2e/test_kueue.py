@@ -69,6 +69,8 @@ def test_a_queue_for_two_runs_four_jobs_two_at_a_time(jobs: Jobs, make_queue: Ca
     names = [f"q{i}" for i in range(4)]
     for name in names:
         jobs.apply(queued_job(name, queue))
+    wide = jobs.cluster.kubectl("get", "trainjobs", "-n", jobs.namespace, "-o", "wide").stdout
+    assert wide.splitlines()[0].split()[-1] == "QUEUE" and f" {queue}\n" in wide, wide
     most_running, seen_waiting = 0, False
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

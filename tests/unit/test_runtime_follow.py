@@ -148,3 +148,32 @@ def test_a_missed_watch_event_delays_a_pass_by_at_most_the_wait() -> None:
     runtime._unseen_writes[("TrainJob", "ns", "m")] = ("3", time.monotonic() - 60)
     assert not runtime.behind_our_write("TrainJob", "ns", "m")
     assert ("TrainJob", "ns", "m") not in runtime._unseen_writes
+
+
+def test_a_wake_during_the_first_pass_is_kept_for_the_sleep_after_it() -> None:
+    """An admission (or a pod event) seen while the first pass runs must not wait for the
+    pass's 30 s timer: the loop's first sleep returns at once."""
+    async def scenario() -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+        passes: list[float] = []
+
+        async def one_pass(latest: Mapping[str, Any]) -> float | None:
+            passes.append(time.monotonic())
+            if len(passes) == 1:
+                started.set()
+                await release.wait()
+            return 30.0
+
+        runtime.follow("unit", "ns", "first", body("first", 1), False, one_pass)
+        await asyncio.wait_for(started.wait(), timeout=5)
+        runtime.wake("unit", "ns", "first")  # arrives mid-pass, before any sleep
+        release.set()
+        for _ in range(100):
+            if len(passes) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(passes) == 2, "the wake during the first pass was lost"
+        runtime.follow("unit", "ns", "first", body("first", 1), True, one_pass)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())

@@ -204,6 +204,9 @@ TRAINJOB_RESOURCE = CustomResource(
         PrinterColumn("Accuracy", ".status.evaluation.accuracy", "number",
                       "Final evaluation accuracy."),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        PrinterColumn("Queue", ".metadata.labels.kueue\\.x-k8s\\.io/queue-name", "string",
+                      "Kueue LocalQueue (kubectl get -o wide); the Suspended condition says "
+                      "why a queued job waits.", priority=1),
     ),
     scale=ScaleSubresource(spec_replicas_path=".spec.nodes.count",
                            status_replicas_path=".status.replicas",

@@ -105,9 +105,9 @@ def render_settings() -> RenderSettings:
 def wake(controller: str, namespace: str, name: str) -> None:
     """Cut a loop's sleep short. Call it on the event loop (from async handlers only):
     asyncio.Event is not thread-safe, and a set() from a worker thread may not wake the loop."""
-    event = _wakeups.get((controller, namespace, name))
-    if event is not None:
-        event.set()
+    key = (controller, namespace, name)
+    if key in _loops:  # also during the loop's first pass, before it ever slept: kept for it
+        _wakeups.setdefault(key, asyncio.Event()).set()
 
 
 async def _sleep(key: tuple[str, str, str], seconds: float) -> None:

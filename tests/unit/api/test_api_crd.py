@@ -151,7 +151,8 @@ def test_crd_names_subresources_and_columns(crd: dict[str, Any]) -> None:
         "Restarts": (".status.restarts", "integer"),
         "Progress": (".status.progress.progressPercentage", "integer"),
         "Accuracy": (".status.evaluation.accuracy", "number"),
-        "Age": (".metadata.creationTimestamp", "date")}
+        "Age": (".metadata.creationTimestamp", "date"),
+        "Queue": (".metadata.labels.kueue\\.x-k8s\\.io/queue-name", "string")}  # -o wide
 
 
 def test_generator_refuses_unions_it_cannot_express() -> None:
