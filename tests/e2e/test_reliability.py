@@ -42,11 +42,12 @@ KILL_TEST_ADMITTED = 12
 # 100m / 512Mi): 200m / 768Mi a job, 2400m / 9216Mi (9Gi) for 12; a 13th would need 2600m.
 KILL_TEST_QUOTA = {"cpu": f"{12 * 200}m", "memory": f"{12 * 768}Mi"}
 # Script run time: the jobs Kueue admits first outlast the early kills (three operator
-# restarts, each waiting for the new process to be healthy: 15 s was too short on a loaded CI
-# machine), the rest are short. Which jobs Kueue admits first depends on the order the operator
-# creates their Workloads, so every job sleeps at least LATER_SECONDS and until
-# FIRST_WAVE_SECONDS after the apply began: the first wave ends together, whichever it is.
-FIRST_WAVE_SECONDS, LATER_SECONDS = 60, 3
+# restarts, each waiting for the new process to be healthy: 12-40 s apiece while the first
+# wave's 24 processes import torch; 60 s from the apply was too short), the rest are short.
+# Which jobs Kueue admits first depends on the order the operator creates their Workloads, so
+# every job sleeps at least LATER_SECONDS and until FIRST_WAVE_SECONDS after the apply began:
+# the first wave ends together, whichever it is.
+FIRST_WAVE_SECONDS, LATER_SECONDS = 120, 3
 TERMINAL = ("Succeeded", "Failed")
 EARLY_KILLS = 3  # while all 50 jobs are live: children being created, pods starting
 
@@ -262,7 +263,7 @@ def test_operator_killed_at_random_points(cluster: Cluster, kueue: Kueue, operat
         jobs.apply({"apiVersion": "v1", "kind": "List", "items": [
             kill_test_job(name, "kill-test", wave_ends) for name in names]})
         stop_policy(cluster, cluster_queue, "None")
-        kills, most = run_with_random_kills(operator, jobs, rng, timeout=480)
+        kills, most = run_with_random_kills(operator, jobs, rng, timeout=720)
         assert watch.proc.poll() is None, "the pod watch ended early: it may have missed pods"
         print(f"\nkill points ({len(kills)}):", "; ".join(
             f"{k['jobs']} live jobs ({k['admitted']} admitted), {k['pods']} pods "
