@@ -204,8 +204,22 @@ class Kueue:
         cp.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=harness",
                    "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                 "items": crds}))
-        cp.kubectl("wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
-                   *[f"crd/{c['metadata']['name']}" for c in crds])
+        # Polled, not `kubectl wait`: on a loaded machine that exits early on a slow answer.
+        names = {c["metadata"]["name"] for c in crds}
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = cp.kubectl("get", "crd", "-o", "json", check=False)
+            established = {
+                item["metadata"]["name"] for item in
+                (json.loads(listed.stdout).get("items", []) if listed.returncode == 0 else [])
+                if any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in (item.get("status") or {}).get("conditions") or [])}
+            if names <= established:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kueue CRDs not Established: {sorted(names - established)} "
+                                   f"({listed.stderr.strip()})")
+            time.sleep(0.5)
 
     def install_webhooks(self) -> None:
         self.control_plane.kubectl(
