@@ -80,7 +80,7 @@ def test_a_job_managed_by_cogwork_is_reconciled(spec: dict[str, Any]) -> None:
             if one_pass.runs:
                 break
             await asyncio.sleep(0.01)
-        assert one_pass.runs == 1
+        assert one_pass.runs >= 1  # (a wake kept from the ADDED event may add a second)
         runtime.object_event("unit", "DELETED", "ns", "ours", doc, one_pass)
         await asyncio.sleep(0)
 
@@ -103,8 +103,9 @@ def test_an_event_managed_elsewhere_stops_a_running_loop_as_a_deletion_does() ->
                              body("moved", managedBy=MULTIKUEUE), one_pass)
         await asyncio.sleep(0.05)
         assert task.cancelled() and ("unit", "ns", "moved") not in runtime._loops
+        before = one_pass.runs
         runtime.wake("unit", "ns", "moved")
         await asyncio.sleep(0.05)
-        assert one_pass.runs == 1
+        assert one_pass.runs == before  # no loop is left to wake
 
     asyncio.run(scenario())
