@@ -161,9 +161,7 @@ def requeue_status(workload: Mapping[str, Any], pods_gone: bool, now: datetime
                     "observedGeneration": generation,
                     "lastTransitionTime": before.get("lastTransitionTime")
                     if before.get("status") == state else stamp})
-    return {"metadata": {"resourceVersion": (workload.get("metadata") or {})
-                         .get("resourceVersion")},
-            "status": {"admission": None, "conditions": out}}
+    return _status_write(workload, {"admission": None, "conditions": out})
 
 
 def finished_status(workload: Mapping[str, Any], succeeded: bool, message: str, now: datetime
@@ -178,9 +176,13 @@ def finished_status(workload: Mapping[str, Any], succeeded: bool, message: str, 
                        "reason": "Succeeded" if succeeded else "Failed",
                        "message": message[:1000], "lastTransitionTime": rfc3339(now),
                        "observedGeneration": (workload.get("metadata") or {}).get("generation")})
+    return _status_write(workload, {"conditions": conditions})
+
+
+def _status_write(workload: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """A status patch that Kueue's newer writes win over: it carries the resourceVersion read."""
     return {"metadata": {"resourceVersion": (workload.get("metadata") or {})
-                         .get("resourceVersion")},
-            "status": {"conditions": conditions}}
+                         .get("resourceVersion")}, "status": status}
 
 
 def flavor_placement(flavors: Sequence[Mapping[str, Any]]
